@@ -1,0 +1,3 @@
+import ArgumentParser
+struct Scalpel: ParsableCommand { func run() throws { print("scalpel") } }
+Scalpel.main()

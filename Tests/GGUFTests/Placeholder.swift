@@ -1,0 +1,2 @@
+import XCTest
+final class PlaceholderGGUFTests: XCTestCase { func testBuilds() {} }

@@ -1,0 +1,2 @@
+import XCTest
+final class PlaceholderHDF5StoreTests: XCTestCase { func testBuilds() {} }

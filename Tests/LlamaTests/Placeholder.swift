@@ -1,0 +1,2 @@
+import XCTest
+final class PlaceholderLlamaTests: XCTestCase { func testBuilds() {} }
