@@ -1,0 +1,43 @@
+/// Everything that can go wrong reading or writing a GGUF file. Each case names the file and the problem.
+public enum GGUFError: Error, CustomStringConvertible, Equatable {
+    case fileNotFound(path: String)
+    case badMagic(path: String, found: UInt32)
+    case unsupportedVersion(path: String, version: UInt32)
+    case truncated(path: String, what: String)
+    case invalidMetadata(path: String, key: String, problem: String)
+    case unsupportedQuantization(path: String, type: UInt32, tensor: String)
+    case tensorOutOfBounds(path: String, tensor: String)
+    case missingTensor(path: String, tensor: String)
+    case missingKey(path: String, key: String)
+    case wrongElementCount(tensor: String, expected: Int, found: Int)
+    case writeFailed(path: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case let .fileNotFound(path):
+            return "\(path): no such file (hint: `scalpel fetch` downloads the default model)"
+        case let .badMagic(path, found):
+            return "\(path): not a GGUF file (magic 0x\(String(found, radix: 16)), expected 0x46554747 \"GGUF\")"
+        case let .unsupportedVersion(path, version):
+            return "\(path): GGUF version \(version) is not supported (supported: 2, 3)"
+        case let .truncated(path, what):
+            return "\(path): file is truncated (while reading \(what))"
+        case let .invalidMetadata(path, key, problem):
+            return "\(path): metadata \(key): \(problem)"
+        case let .unsupportedQuantization(path, type, tensor):
+            let name = GGMLType(rawValue: type)?.name ?? "type \(type)"
+            return "\(path): tensor \(tensor) uses \(name), which Scalpel cannot dequantize "
+                + "(supported: F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K)"
+        case let .tensorOutOfBounds(path, tensor):
+            return "\(path): tensor \(tensor) extends past the end of the file (truncated?)"
+        case let .missingTensor(path, tensor):
+            return "\(path): tensor \(tensor) not found"
+        case let .missingKey(path, key):
+            return "\(path): metadata key \(key) not found"
+        case let .wrongElementCount(tensor, expected, found):
+            return "tensor \(tensor): expected \(expected) elements, found \(found)"
+        case let .writeFailed(path, reason):
+            return "\(path): cannot write GGUF: \(reason)"
+        }
+    }
+}

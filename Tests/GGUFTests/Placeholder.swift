@@ -1,2 +1,0 @@
-import XCTest
-final class PlaceholderGGUFTests: XCTestCase { func testBuilds() {} }
