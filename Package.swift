@@ -43,6 +43,7 @@ let package = Package(
         .testTarget(name: "LinalgTests", dependencies: ["Linalg"], swiftSettings: swift5),
         .testTarget(name: "GGUFTests", dependencies: ["GGUF"], swiftSettings: swift5),
         .testTarget(name: "HDF5StoreTests", dependencies: ["HDF5Store"], swiftSettings: swift5),
+        .testTarget(name: "InterpTests", dependencies: ["Interp", "Llama"], swiftSettings: swift5),
         .testTarget(name: "LlamaTests", dependencies: ["Llama", "GGUF", "HDF5Store", "Linalg"], swiftSettings: swift5),
     ]
 )

@@ -1,1 +1,294 @@
-public enum LlamaPlaceholder {}
+import Foundation
+import Linalg
+
+// Llama-family decoder, float32 on the CPU with BLAS: RMSNorm, RoPE (GGUF "normal" pairs), grouped-query
+// attention, SwiGLU MLP, tied or separate output head.
+// Shape key: N rows (packed positions of all sequences), T positions of one sequence, D model width,
+// H query heads, KVH key/value heads, HD head width, F MLP width, L layers, V vocabulary.
+
+/// Which rows get logits (the output head is the most expensive single matmul: compute it only where read).
+public enum LogitRows: Equatable, Sendable {
+    case none
+    /// The last row of each sequence.
+    case last
+    case all
+    case rows([Int])
+}
+
+/// Values of one layer saved by a forward pass for the backward pass.
+public final class LayerTape {
+    public var input = FloatBuffer(0)        // [N, D] resid_pre
+    public var rstd1 = FloatBuffer(0)        // [N]
+    public var xn1 = FloatBuffer(0)          // [N, D]
+    public var q = FloatBuffer(0)            // [N, H·HD] after RoPE
+    public var keys: [[Float]] = []          // per sequence [Tall, KVH·HD] after RoPE (prefix + new)
+    public var values: [[Float]] = []        // per sequence [Tall, KVH·HD]
+    public var probs: [[Float]] = []         // per sequence [H, T, Tall]
+    public var z = FloatBuffer(0)            // [N, H·HD]
+    public var mid = FloatBuffer(0)          // [N, D] resid_mid
+    public var rstd2 = FloatBuffer(0)        // [N]
+    public var xn2 = FloatBuffer(0)          // [N, D]
+    public var gateUp = FloatBuffer(0)       // [N, 2F]
+    public var post = FloatBuffer(0)         // [N, F]
+    init() {}
+}
+
+/// Saved values of a forward pass over a range of layers (filled when passed to `runLayers`).
+public final class ForwardTape {
+    public var layers: [Int: LayerTape] = [:]
+    public var finalInput = FloatBuffer(0)   // [R, D] residual at logit rows
+    public var finalRstd = FloatBuffer(0)    // [R]
+    public var finalNormed = FloatBuffer(0)  // [R, D]
+    public init() {}
+}
+
+/// A Llama model ready to run.
+public final class LlamaModel {
+    public let config: LlamaConfig
+    public let weights: LlamaWeights
+    let rope: RopeTable
+
+    public init(weights: LlamaWeights) {
+        self.config = weights.config
+        self.weights = weights
+        rope = RopeTable(headDim: config.headDim, base: config.ropeBase)
+    }
+
+    /// Checks ids are in the vocabulary and the batch is not empty.
+    public func validate(_ batch: [[Int]]) throws {
+        guard !batch.isEmpty, batch.allSatisfy({ !$0.isEmpty }) else { throw LlamaError.emptyPrompt }
+        for seq in batch {
+            guard seq.count <= config.contextLength else {
+                throw LlamaError.contextTooLong(tokens: seq.count, limit: config.contextLength)
+            }
+            for id in seq where id < 0 || id >= config.vocabSize {
+                throw LlamaError.tokenOutOfRange(id: id, vocab: config.vocabSize)
+            }
+        }
+    }
+
+    /// Token embeddings of the packed rows: [N, D].
+    public func embed(_ batch: [[Int]]) -> FloatBuffer {
+        let d = config.dModel
+        let ids = batch.flatMap { $0 }
+        let out = FloatBuffer(ids.count * d)
+        weights.tokenEmbedding.withUnsafeBufferPointer { e in
+            for (r, id) in ids.enumerated() { (out.pointer + r * d).update(from: e.baseAddress! + id * d, count: d) }
+        }
+        return out
+    }
+
+    /// Runs blocks `layers` on the residual stream `x` [N, D] in place (x becomes the last block's resid_post).
+    /// - Parameters:
+    ///   - cache: keys/values of earlier positions (read for sequences whose start position is > 0) and
+    ///     appended with the new ones.
+    ///   - prefix: keys/values for positions before each sequence's start, read only (not appended); used
+    ///     to recompute a suffix of a cached run.
+    ///   - tape: when given, saves what the backward pass needs.
+    public func runLayers(_ x: FloatBuffer, layout: BatchLayout, layers: Range<Int>, hooks: Hooks? = nil,
+                          cache: KVCache? = nil, prefix: KVCache? = nil, tape: ForwardTape? = nil) {
+        let positions = layout.positions
+        rope.reserve(Int(positions.max() ?? 0) + 1)
+        for l in layers {
+            positions.withUnsafeBufferPointer { pos in
+                block(l, x: x, layout: layout, positions: pos.baseAddress!, hooks: hooks, cache: cache,
+                      prefix: prefix, tape: tape.map { t in let lt = LayerTape(); t.layers[l] = lt; return lt })
+            }
+        }
+    }
+
+    private func block(_ l: Int, x: FloatBuffer, layout: BatchLayout, positions: UnsafePointer<Int32>, hooks: Hooks?,
+                       cache: KVCache?, prefix: KVCache?, tape: LayerTape?) {
+        let c = config, n = layout.rows, d = c.dModel, f = c.ffnDim
+        let qw = c.heads * c.headDim, kvw = c.kvHeads * c.headDim
+        let w = weights.layers[l]
+        func fire(_ k: HookKind, _ p: UnsafeMutablePointer<Float>) {
+            hooks?.fire(HookPoint(l, k), p, width: k.width(c), layout: layout)
+        }
+        fire(.residPre, x.pointer)
+        if let tape { tape.input = FloatBuffer(x.array) }
+
+        // Attention: xn1 = rmsnorm(x); [q|k|v] = xn1 · Wqkvᵀ
+        let xn = FloatBuffer(n * d), rstd = FloatBuffer(n)
+        w.attnNorm.withUnsafeBufferPointer {
+            Kernels.rmsnormForward(out: xn.pointer, x: x.pointer, w: $0.baseAddress!, rows: n, width: d, eps: c.rmsEps,
+                                   rstd: rstd.pointer)
+        }
+        let qkv = FloatBuffer(n * c.qkvDim)
+        w.wqkv.withUnsafeBufferPointer {
+            BLAS.sgemm(transB: true, m: n, n: c.qkvDim, k: d, a: xn.pointer, lda: d, b: $0.baseAddress!, ldb: d,
+                       c: qkv.pointer, ldc: c.qkvDim)
+        }
+        let q = FloatBuffer(n * qw), k = FloatBuffer(n * kvw), v = FloatBuffer(n * kvw)
+        for r in 0..<n {
+            let src = qkv.pointer + r * c.qkvDim
+            (q.pointer + r * qw).update(from: src, count: qw)
+            (k.pointer + r * kvw).update(from: src + qw, count: kvw)
+            (v.pointer + r * kvw).update(from: src + qw + kvw, count: kvw)
+        }
+        fire(.attnQ, q.pointer); fire(.attnK, k.pointer); fire(.attnV, v.pointer)
+        Kernels.rope(q.pointer, rows: n, heads: c.heads, headDim: c.headDim, positions: positions, table: rope)
+        Kernels.rope(k.pointer, rows: n, heads: c.kvHeads, headDim: c.headDim, positions: positions, table: rope)
+        if let tape { tape.rstd1 = rstd; tape.xn1 = xn; tape.q = q }
+
+        let z = FloatBuffer(n * qw)
+        attention(l, q: q, k: k, v: v, z: z, layout: layout, cache: cache, prefix: prefix, tape: tape)
+        fire(.attnZ, z.pointer)
+        let attnOut = FloatBuffer(n * d)
+        w.wo.withUnsafeBufferPointer {
+            BLAS.sgemm(transB: true, m: n, n: d, k: qw, a: z.pointer, lda: qw, b: $0.baseAddress!, ldb: qw,
+                       c: attnOut.pointer, ldc: d)
+        }
+        fire(.attnOut, attnOut.pointer)
+        for i in 0..<(n * d) { x.pointer[i] += attnOut.pointer[i] }
+        fire(.residMid, x.pointer)
+        if let tape { tape.z = z; tape.mid = FloatBuffer(x.array) }
+
+        // MLP: gate|up = rmsnorm(x) · Wgateupᵀ; post = silu(gate) ⊙ up; out = post · Wdownᵀ
+        let xn2 = FloatBuffer(n * d), rstd2 = FloatBuffer(n)
+        w.ffnNorm.withUnsafeBufferPointer {
+            Kernels.rmsnormForward(out: xn2.pointer, x: x.pointer, w: $0.baseAddress!, rows: n, width: d, eps: c.rmsEps,
+                                   rstd: rstd2.pointer)
+        }
+        let gu = FloatBuffer(n * 2 * f)
+        w.wGateUp.withUnsafeBufferPointer {
+            BLAS.sgemm(transB: true, m: n, n: 2 * f, k: d, a: xn2.pointer, lda: d, b: $0.baseAddress!, ldb: d,
+                       c: gu.pointer, ldc: 2 * f)
+        }
+        if let hooks, hooks.has(HookPoint(l, .mlpPre)) || hooks.has(HookPoint(l, .mlpPreLinear)) {
+            // Gate and up share rows of `gu`; hooks see each as its own [N, F] array.
+            for (kind, col) in [(HookKind.mlpPre, 0), (.mlpPreLinear, f)] where hooks.has(HookPoint(l, kind)) {
+                let tmp = FloatBuffer(n * f)
+                for r in 0..<n { (tmp.pointer + r * f).update(from: gu.pointer + r * 2 * f + col, count: f) }
+                fire(kind, tmp.pointer)
+                for r in 0..<n { (gu.pointer + r * 2 * f + col).update(from: tmp.pointer + r * f, count: f) }
+            }
+        }
+        let post = FloatBuffer(n * f)
+        Kernels.swigluForward(out: post.pointer, gateUp: gu.pointer, rows: n, width: f)
+        fire(.mlpPost, post.pointer)
+        let mlpOut = FloatBuffer(n * d)
+        w.wDown.withUnsafeBufferPointer {
+            BLAS.sgemm(transB: true, m: n, n: d, k: f, a: post.pointer, lda: f, b: $0.baseAddress!, ldb: f,
+                       c: mlpOut.pointer, ldc: d)
+        }
+        fire(.mlpOut, mlpOut.pointer)
+        for i in 0..<(n * d) { x.pointer[i] += mlpOut.pointer[i] }
+        fire(.residPost, x.pointer)
+        if let tape { tape.rstd2 = rstd2; tape.xn2 = xn2; tape.gateUp = gu; tape.post = post }
+    }
+
+    /// Causal grouped-query attention per sequence: z = softmax(q kᵀ/√HD + mask) v.
+    private func attention(_ l: Int, q: FloatBuffer, k: FloatBuffer, v: FloatBuffer, z: FloatBuffer,
+                           layout: BatchLayout, cache: KVCache?, prefix: KVCache?, tape: LayerTape?) {
+        let c = config, hd = c.headDim, qw = c.heads * hd, kvw = c.kvHeads * hd
+        let scale = 1 / Float(hd).squareRoot()
+        if let tape {
+            tape.keys = []; tape.values = []; tape.probs = []
+        }
+        for b in 0..<layout.sequences {
+            let t = layout.lengths[b], p0 = layout.startPositions[b], off = layout.offsets[b], tAll = p0 + t
+            var kAll: [Float], vAll: [Float]
+            let newK = Array(UnsafeBufferPointer(start: k.pointer + off * kvw, count: t * kvw))
+            let newV = Array(UnsafeBufferPointer(start: v.pointer + off * kvw, count: t * kvw))
+            if p0 > 0 {
+                let source = prefix ?? cache
+                guard let source, source.positions(layer: l, seq: b) >= p0 else {
+                    preconditionFailure("sequence \(b) starts at position \(p0) but no cache holds its prefix")
+                }
+                kAll = Array(source.keys[l][b][0..<(p0 * kvw)]) + newK
+                vAll = Array(source.values[l][b][0..<(p0 * kvw)]) + newV
+            } else {
+                kAll = newK; vAll = newV
+            }
+            if let cache {
+                if cache.positions(layer: l, seq: b) > p0 { cache.keys[l][b].removeLast((cache.positions(layer: l, seq: b) - p0) * kvw)
+                    cache.values[l][b].removeLast(cache.values[l][b].count - p0 * kvw) }
+                cache.keys[l][b] += newK; cache.values[l][b] += newV
+            }
+            var probs = [Float](repeating: 0, count: c.heads * t * tAll)
+            kAll.withUnsafeBufferPointer { kp in vAll.withUnsafeBufferPointer { vp in probs.withUnsafeMutableBufferPointer { pp in
+                for h in 0..<c.heads {
+                    let g = h / c.groupSize
+                    let s = pp.baseAddress! + h * t * tAll
+                    BLAS.sgemm(transB: true, m: t, n: tAll, k: hd, alpha: scale, a: q.pointer + off * qw + h * hd, lda: qw,
+                               b: kp.baseAddress! + g * hd, ldb: kvw, c: s, ldc: tAll)
+                    for i in 0..<t { Kernels.softmaxRow(s + i * tAll, count: tAll, valid: p0 + i + 1) }
+                    BLAS.sgemm(m: t, n: hd, k: tAll, a: s, lda: tAll, b: vp.baseAddress! + g * hd, ldb: kvw,
+                               c: z.pointer + off * qw + h * hd, ldc: qw)
+                }
+            } } }
+            if let tape { tape.keys.append(kAll); tape.values.append(vAll); tape.probs.append(probs) }
+        }
+    }
+
+    /// Final RMSNorm and output head at `rows` of the residual x [N, D]: returns [R, V], or [R, C] for the
+    /// vocabulary `columns` only (a metric that reads two logits need not pay for all V).
+    public func logits(_ x: FloatBuffer, rows: [Int], columns: [Int]? = nil, tape: ForwardTape? = nil) -> FloatBuffer {
+        let c = config, d = c.dModel, r = rows.count
+        let sel = FloatBuffer(r * d), xn = FloatBuffer(r * d), rstd = FloatBuffer(r)
+        for (i, row) in rows.enumerated() { (sel.pointer + i * d).update(from: x.pointer + row * d, count: d) }
+        weights.outputNorm.withUnsafeBufferPointer {
+            Kernels.rmsnormForward(out: xn.pointer, x: sel.pointer, w: $0.baseAddress!, rows: r, width: d, eps: c.rmsEps,
+                                   rstd: rstd.pointer)
+        }
+        if let tape { tape.finalInput = sel; tape.finalRstd = rstd; tape.finalNormed = xn }
+        let head = weights.output ?? weights.tokenEmbedding
+        guard let columns else {
+            let out = FloatBuffer(r * c.vocabSize)
+            head.withUnsafeBufferPointer {
+                BLAS.sgemm(transB: true, m: r, n: c.vocabSize, k: d, a: xn.pointer, lda: d, b: $0.baseAddress!, ldb: d,
+                           c: out.pointer, ldc: c.vocabSize)
+            }
+            return out
+        }
+        let picked = FloatBuffer(columns.count * d), out = FloatBuffer(r * columns.count)
+        head.withUnsafeBufferPointer { e in
+            for (j, col) in columns.enumerated() { (picked.pointer + j * d).update(from: e.baseAddress! + col * d, count: d) }
+        }
+        BLAS.sgemm(transB: true, m: r, n: columns.count, k: d, a: xn.pointer, lda: d, b: picked.pointer, ldb: d,
+                   c: out.pointer, ldc: columns.count)
+        return out
+    }
+
+    /// Output of `forward`.
+    public struct Output {
+        /// [R, V] logits at `rows`.
+        public let logits: FloatBuffer
+        /// The rows (of the packed batch) the logits belong to.
+        public let rows: [Int]
+        public let layout: BatchLayout
+        /// Residual stream after the last layer run, [N, D].
+        public let residual: FloatBuffer
+        public var vocabSize: Int { logits.count / max(rows.count, 1) }
+
+        /// Logits of the i-th selected row.
+        public func row(_ i: Int) -> [Float] {
+            Array(UnsafeBufferPointer(start: logits.pointer + i * vocabSize, count: vocabSize))
+        }
+    }
+
+    /// Full forward pass of a batch of token sequences.
+    /// - Parameters:
+    ///   - logitRows: where to compute logits (default: last position of each sequence).
+    ///   - cache: KV cache to read (for sequences starting past 0) and extend; `startPositions` come from it.
+    ///   - upTo: run blocks 0..<upTo only (no logits); defaults to all layers.
+    public func forward(_ batch: [[Int]], hooks: Hooks? = nil, logitRows: LogitRows = .last, cache: KVCache? = nil,
+                        upTo: Int? = nil, tape: ForwardTape? = nil) throws -> Output {
+        try validate(batch)
+        let starts = (0..<batch.count).map { cache?.length($0) ?? 0 }
+        let layout = BatchLayout(lengths: batch.map(\.count), startPositions: starts)
+        let x = embed(batch)
+        let stop = min(upTo ?? config.layers, config.layers)
+        runLayers(x, layout: layout, layers: 0..<stop, hooks: hooks, cache: cache, tape: tape)
+        let rows: [Int]
+        switch logitRows {
+        case .none: rows = []
+        case .last: rows = layout.lastRows
+        case .all: rows = Array(0..<layout.rows)
+        case let .rows(r): rows = r
+        }
+        let logits = rows.isEmpty || stop < config.layers ? FloatBuffer(0) : logits(x, rows: rows, tape: tape)
+        return Output(logits: logits, rows: rows.isEmpty || stop < config.layers ? [] : rows, layout: layout, residual: x)
+    }
+}

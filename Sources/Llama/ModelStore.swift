@@ -1,0 +1,143 @@
+import Foundation
+import GGUF
+import HDF5Store
+import Hashing
+
+/// The Scalpel HDF5 model store (`scalpel import model.gguf --out weights/NAME.h5`).
+///
+/// Layout (see docs/formats.md):
+/// - `/` attributes `format = "scalpel-model"`, `format_version`, `architecture`, `tool_version`, `created`
+/// - `/config` attributes: layers, d_model, heads, kv_heads, head_dim, ffn_dim, vocab_size, context_length,
+///   rope_base, rms_eps, tied_embeddings
+/// - `/provenance` attributes: source_file, source_size, source_sha256, quantization (JSON), gguf_metadata (JSON of
+///   every GGUF key except the tokenizer arrays)
+/// - `/tokenizer`: datasets tokens, merges (strings), token_types (int32); attributes model, pre, bos_id, eos_id,
+///   unknown_id (−1 = none), add_bos
+/// - `/weights/{gguf tensor name}`: float32, row-major [out, in] (vectors [n]), chunked, shuffle+deflate
+public enum ModelStore {
+    public static let format = "scalpel-model"
+    public static let formatVersion = 1
+    static let tokenizerArrays: Set<String> = ["tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type"]
+
+    /// Imports a GGUF file into a new store at `out`, atomically (a temporary file renamed into place).
+    /// - Parameter progress: called with (tensors done, total).
+    public static func importGGUF(_ ggufPath: String, to out: String, toolVersion: String,
+                                  progress: ((Int, Int) -> Void)? = nil) throws {
+        let f = try GGUFFile(path: ggufPath)
+        let config = try LlamaConfig(gguf: f)
+        let weights = try LlamaWeights.load(config: config, from: f)
+        _ = try Tokenizer(gguf: f)  // refuse to import a model whose tokenizer Scalpel cannot run
+        var quant: [String: Int] = [:]
+        for t in f.tensors { quant[t.type.name, default: 0] += 1 }
+        let prov = ModelProvenance(sourceFile: (ggufPath as NSString).lastPathComponent, sourceSize: f.fileSize,
+                                   sourceSHA256: try SHA256.hex(fileAt: ggufPath), quantization: quant)
+        let meta = f.metadata.filter { !tokenizerArrays.contains($0.key) }
+        try HDF5File.createAtomically(at: out) { h5 in
+            let root = h5.root
+            try root.setAttribute("format", format)
+            try root.setAttribute("format_version", formatVersion)
+            try root.setAttribute("architecture", "llama")
+            try root.setAttribute("tool_version", toolVersion)
+            try root.setAttribute("created", ISO8601DateFormatter().string(from: Date()))
+            try writeConfig(config, to: try root.createGroup("config"))
+            let pg = try root.createGroup("provenance")
+            try pg.setAttribute("source_file", prov.sourceFile)
+            try pg.setAttribute("source_size", prov.sourceSize)
+            try pg.setAttribute("source_sha256", prov.sourceSHA256)
+            try pg.setAttribute("quantization", String(decoding: try JSONEncoder().encode(quant), as: UTF8.self))
+            try pg.setAttribute("gguf_metadata", try GGUFMetadataJSON.encode(meta))
+            let tg = try root.createGroup("tokenizer")
+            try tg.writeStrings(try f.require("tokenizer.ggml.tokens").stringArray ?? [], to: "tokens")
+            try tg.writeStrings(f["tokenizer.ggml.merges"]?.stringArray ?? [], to: "merges")
+            let types = (f["tokenizer.ggml.token_type"]?.intArray ?? []).map { Int32($0) }
+            try tg.write(types, shape: [types.count], to: "token_types")
+            try tg.setAttribute("model", f["tokenizer.ggml.model"]?.string ?? "gpt2")
+            try tg.setAttribute("pre", f["tokenizer.ggml.pre"]?.string ?? "default")
+            try tg.setAttribute("bos_id", f["tokenizer.ggml.bos_token_id"]?.int ?? -1)
+            try tg.setAttribute("eos_id", f["tokenizer.ggml.eos_token_id"]?.int ?? -1)
+            try tg.setAttribute("unknown_id", f["tokenizer.ggml.unknown_token_id"]?.int ?? -1)
+            try tg.setAttribute("add_bos", f["tokenizer.ggml.add_bos_token"]?.bool ?? false)
+            try writeWeights(weights, to: try root.createGroup("weights"), progress: progress)
+        }
+    }
+
+    /// Writes every parameter as a float32 dataset named by its GGUF name.
+    public static func writeWeights(_ w: LlamaWeights, to g: HDF5Group, progress: ((Int, Int) -> Void)? = nil) throws {
+        let params = LlamaParameter.all(w.config)
+        for (i, p) in params.enumerated() {
+            try w.withParameter(p) { try g.write(UnsafeBufferPointer($0), shape: p.shape(w.config), to: p.ggufName) }
+            progress?(i + 1, params.count)
+        }
+    }
+
+    static func writeConfig(_ c: LlamaConfig, to g: HDF5Group) throws {
+        try g.setAttribute("layers", c.layers); try g.setAttribute("d_model", c.dModel)
+        try g.setAttribute("heads", c.heads); try g.setAttribute("kv_heads", c.kvHeads)
+        try g.setAttribute("head_dim", c.headDim); try g.setAttribute("ffn_dim", c.ffnDim)
+        try g.setAttribute("vocab_size", c.vocabSize); try g.setAttribute("context_length", c.contextLength)
+        try g.setAttribute("rope_base", Double(c.ropeBase)); try g.setAttribute("rms_eps", Double(c.rmsEps))
+        try g.setAttribute("tied_embeddings", c.tiedEmbeddings)
+    }
+
+    static func readConfig(_ g: HDF5Group) throws -> LlamaConfig {
+        LlamaConfig(layers: try g.intAttribute("layers"), dModel: try g.intAttribute("d_model"),
+                    heads: try g.intAttribute("heads"), kvHeads: try g.intAttribute("kv_heads"),
+                    headDim: try g.intAttribute("head_dim"), ffnDim: try g.intAttribute("ffn_dim"),
+                    vocabSize: try g.intAttribute("vocab_size"), contextLength: try g.intAttribute("context_length"),
+                    ropeBase: Float(try g.doubleAttribute("rope_base")), rmsEps: Float(try g.doubleAttribute("rms_eps")),
+                    tiedEmbeddings: try g.boolAttribute("tied_embeddings"))
+    }
+
+    /// Reads a store's configuration, tokenizer, provenance and GGUF metadata (not the weights).
+    static func readHeader(_ h5: HDF5File) throws -> (LlamaConfig, Tokenizer, ModelProvenance, [(key: String, value: GGUFValue)]) {
+        let root = h5.root
+        guard root.hasAttribute("format"), try root.stringAttribute("format") == format else {
+            throw LlamaError.storeCorrupt(path: h5.path, problem: "not a Scalpel model store (no format = \(format))")
+        }
+        let arch = try root.stringAttribute("architecture")
+        guard LlamaConfig.supportedArchitectures.contains(arch) else { throw LlamaError.notLlama(path: h5.path, architecture: arch) }
+        let config = try readConfig(try root.group("config"))
+        let tg = try root.group("tokenizer")
+        func optionalID(_ k: String) throws -> Int? { let v = try tg.intAttribute(k); return v < 0 ? nil : v }
+        let tokenizer = try Tokenizer(tokens: try tg.readStrings("tokens"),
+                                      tokenTypes: try tg.read("token_types", as: Int32.self).values.map(Int.init),
+                                      merges: try tg.readStrings("merges"), pre: try tg.stringAttribute("pre"),
+                                      bosID: try optionalID("bos_id"), eosID: try optionalID("eos_id"),
+                                      unknownID: try optionalID("unknown_id"), addBOS: try tg.boolAttribute("add_bos"))
+        let pg = try root.group("provenance")
+        let quant = (try? JSONDecoder().decode([String: Int].self, from: Data(try pg.stringAttribute("quantization").utf8))) ?? [:]
+        let prov = ModelProvenance(sourceFile: try pg.stringAttribute("source_file"), sourceSize: try pg.intAttribute("source_size"),
+                                   sourceSHA256: try pg.stringAttribute("source_sha256"), quantization: quant)
+        let meta = pg.hasAttribute("gguf_metadata") ? try GGUFMetadataJSON.decode(try pg.stringAttribute("gguf_metadata")) : []
+        return (config, tokenizer, prov, meta)
+    }
+
+    /// Reads all weights of a store in one batched pass (compressed chunks decompressed on all cores).
+    static func readWeights(_ h5: HDF5File, config c: LlamaConfig) throws -> LlamaWeights {
+        let w = LlamaWeights(zeros: c)
+        let g = try h5.root.group("weights")
+        let expected = Set(LlamaParameter.all(c).map(\.ggufName))
+        for name in try g.memberNames() where !expected.contains(name) {
+            throw LlamaError.unusedWeight(path: h5.path, tensor: "weights/\(name)")
+        }
+        // Collect stable pointers into the weight arrays, then read everything in one batch.
+        var requests: [HDF5ReadRequest<Float>] = []
+        for p in LlamaParameter.all(c) {
+            guard g.exists(p.ggufName) else { throw LlamaError.missingWeight(path: h5.path, tensor: "weights/\(p.ggufName)") }
+            let buffer = w.withParameter(p) { $0 }  // storage outlives the request (owned by `w`, not resized)
+            requests.append(HDF5ReadRequest(name: p.ggufName, buffer: buffer, expectedShape: p.shape(c)))
+        }
+        try g.read(batch: requests)
+        return w
+    }
+}
+
+extension ModelFile {
+    /// Opens a Scalpel HDF5 model store.
+    static func openStore(_ path: String) throws -> ModelFile {
+        let h5 = try HDF5File(openingForReading: path)
+        let (config, tokenizer, prov, meta) = try ModelStore.readHeader(h5)
+        let weights = try ModelStore.readWeights(h5, config: config)
+        return ModelFile(path: path, model: LlamaModel(weights: weights), tokenizer: tokenizer, provenance: prov, metadata: meta)
+    }
+}

@@ -1,0 +1,40 @@
+import ArgumentParser
+import Foundation
+import Llama
+
+/// `--model`, shared by every command that runs a model.
+struct ModelOptions: ParsableArguments {
+    @Option(name: .shortAndLong, help: "A .gguf file or a Scalpel .h5 store (default: the fetched SmolLM2-135M-Instruct).")
+    var model: String?
+
+    func open() throws -> ModelFile { try ModelFile.open(model) }
+}
+
+/// Writes a JSON value (dictionaries, arrays, strings, numbers) to standard output.
+func printJSON(_ value: Any) throws {
+    let data = try JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .withoutEscapingSlashes])
+    FileHandle.standardOutput.write(data)
+    FileHandle.standardOutput.write("\n".data(using: .utf8)!)
+}
+
+/// Writes a line to standard error (progress and notices; stdout stays clean for --json).
+func note(_ s: String) { FileHandle.standardError.write((s + "\n").data(using: .utf8)!) }
+
+/// A visible rendering of a token's text (quotes, escapes for whitespace).
+func show(_ s: String) -> String {
+    var out = ""
+    for ch in s {
+        switch ch {
+        case "\n": out += "\\n"
+        case "\t": out += "\\t"
+        case "\r": out += "\\r"
+        default: out.append(ch)
+        }
+    }
+    return "\"\(out)\""
+}
+
+/// Rejects an empty prompt with the model layer's error.
+func requirePrompt(_ p: String) throws {
+    if p.isEmpty { throw LlamaError.emptyPrompt }
+}

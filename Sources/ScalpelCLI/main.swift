@@ -1,3 +1,0 @@
-import ArgumentParser
-struct Scalpel: ParsableCommand { func run() throws { print("scalpel") } }
-Scalpel.main()

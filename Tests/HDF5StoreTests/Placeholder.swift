@@ -1,2 +1,0 @@
-import XCTest
-final class PlaceholderHDF5StoreTests: XCTestCase { func testBuilds() {} }

@@ -1,2 +1,0 @@
-import XCTest
-final class PlaceholderLinalgTests: XCTestCase { func testBuilds() {} }

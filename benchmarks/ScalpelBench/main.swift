@@ -1,0 +1,40 @@
+import Foundation
+import Llama
+
+// Scalpel benchmarks: `swift run -c release scalpel-bench [forward|load] [--model PATH]`.
+// Prints JSON figures; docs/benchmarks.md records them with the command and machine.
+let args = CommandLine.arguments.dropFirst()
+let what = args.first ?? "forward"
+let modelPath = args.firstIndex(of: "--model").map { args[args.index(after: $0)] }
+
+func emit(_ d: [String: Any]) {
+    let data = try! JSONSerialization.data(withJSONObject: d, options: [.sortedKeys, .prettyPrinted])
+    print(String(decoding: data, as: UTF8.self))
+}
+
+do {
+    switch what {
+    case "forward":
+        let t0 = Date()
+        let m = try ModelFile.open(modelPath)
+        var r = try benchForward(model: m.model)
+        r["model"] = m.path
+        r["load_seconds"] = Date().timeIntervalSince(t0)
+        emit(r)
+    case "gemm":
+        emit(["peak": sgemmPeak()].merging(benchGemmShapes(rows: Int(args.dropFirst().first ?? "320") ?? 320)) { a, _ in a })
+    case "trace":
+        emit(try benchTrace(try ModelFile.open(modelPath), naive: args.contains("--naive")))
+    case "load":
+        let path = try modelPath ?? ModelFile.defaultPath()
+        var times: [Double] = []
+        for _ in 0..<3 { let t0 = Date(); _ = try ModelFile.open(path); times.append(Date().timeIntervalSince(t0)) }
+        emit(["model": path, "load_seconds_best": times.min()!, "load_seconds_all": times])
+    default:
+        print("usage: scalpel-bench forward|load [--model PATH]")
+        exit(2)
+    }
+} catch {
+    FileHandle.standardError.write("error: \(error)\n".data(using: .utf8)!)
+    exit(1)
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# One command for the whole test suite on a fresh Debian machine: installs the system packages, fetches the
+# default model if missing, installs the Python readers used by the interoperability tests (h5py, gguf),
+# then runs `swift test` (release build: the model tests run real forward passes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+scripts/fetch-model.sh
+python3 -c "import h5py, gguf" 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check h5py gguf 2>/dev/null \
+  || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages h5py gguf \
+  || echo "test: h5py/gguf unavailable; the interoperability tests will be skipped" >&2
+swift build -c release -Xswiftc -enable-testing --build-tests
+swift test -c release -Xswiftc -enable-testing --skip-build "$@"
