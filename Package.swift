@@ -10,6 +10,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "scalpel", targets: ["ScalpelCLI"]),
+        .executable(name: "scalpel-bench", targets: ["ScalpelBench"]),
         .library(name: "Scalpel", targets: ["Hashing", "Linalg", "GGUF", "HDF5Store", "Llama", "Interp", "Editing"]),
     ],
     dependencies: [
@@ -38,6 +39,9 @@ let package = Package(
                           dependencies: ["Llama", "Interp", "Editing", "GGUF", "HDF5Store",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           swiftSettings: swift5),
+
+        .executableTarget(name: "ScalpelBench", dependencies: ["Llama", "Interp", "Linalg"],
+                          path: "benchmarks/ScalpelBench", swiftSettings: swift5),
 
         .testTarget(name: "HashingTests", dependencies: ["Hashing"], swiftSettings: swift5),
         .testTarget(name: "LinalgTests", dependencies: ["Linalg"], swiftSettings: swift5),

@@ -77,10 +77,11 @@ public enum LAPACK {
         guard a.count == m * n else { throw LinalgError.shapeMismatch("singularValues: \(a.count) for \(m)x\(n)") }
         var a = a
         var s = [Double](repeating: 0, count: min(m, n))
-        var dummy = [Double](repeating: 0, count: 1)
-        var dummy2 = [Double](repeating: 0, count: 1)
+        // Row-major LAPACKE checks ldvt ≥ n even when no vectors are computed.
+        var dummyU = [Double](repeating: 0, count: 1)
+        var dummyVt = [Double](repeating: 0, count: max(n, 1))
         let info = LAPACKE_dgesdd(LAPACK_ROW_MAJOR, Int8(UInt8(ascii: "N")), LInt(m), LInt(n), &a,
-                                  LInt(n), &s, &dummy, 1, &dummy2, 1)
+                                  LInt(n), &s, &dummyU, 1, &dummyVt, LInt(max(n, 1)))
         if info != 0 { throw LinalgError.lapackFailed(routine: "dgesdd", info: Int(info)) }
         return s
     }
