@@ -4,7 +4,7 @@
 # default model). Idempotent: does nothing when everything is present.
 set -euo pipefail
 need=()
-for pkg in libopenblas-dev liblapacke-dev libhdf5-dev hdf5-tools pkg-config zlib1g-dev unzip; do
+for pkg in libopenblas-dev liblapacke-dev libhdf5-dev hdf5-tools pkg-config zlib1g-dev libdeflate0 unzip; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 command -v python3 >/dev/null 2>&1 && python3 -m pip --version >/dev/null 2>&1 || need+=(python3 python3-pip)

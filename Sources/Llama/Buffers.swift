@@ -1,14 +1,17 @@
+import Foundation
+
 /// A heap buffer of floats owned by a class (freed in deinit), used for scratch activations so the forward
 /// pass can work with plain pointers instead of nested `withUnsafe…` closures.
 public final class FloatBuffer {
     public let count: Int
     public let pointer: UnsafeMutablePointer<Float>
 
-    /// Uninitialized storage of `count` floats (zeroed when `zeroed`).
+    /// Uninitialized storage of `count` floats (zeroed when `zeroed`). Storage of large buffers is recycled
+    /// through `BufferPool`, so contents are arbitrary unless `zeroed`.
     public init(_ count: Int, zeroed: Bool = false) {
         self.count = count
-        pointer = .allocate(capacity: max(count, 1))
-        if zeroed { pointer.initialize(repeating: 0, count: max(count, 1)) }
+        pointer = BufferPool.shared.take(count) ?? .allocate(capacity: max(count, 1))
+        if zeroed { pointer.update(repeating: 0, count: max(count, 1)) }
     }
 
     /// A copy of `values`.
@@ -17,7 +20,9 @@ public final class FloatBuffer {
         values.withUnsafeBufferPointer { pointer.update(from: $0.baseAddress!, count: values.count) }
     }
 
-    deinit { pointer.deallocate() }
+    deinit {
+        if !BufferPool.shared.give(pointer, count: count) { pointer.deallocate() }
+    }
 
     public var buffer: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: pointer, count: count) }
     public var array: [Float] { Array(buffer) }
@@ -66,5 +71,35 @@ public final class KVCache {
         let c = KVCache(config: config, sequences: 0)
         c.keys = keys; c.values = values
         return c
+    }
+}
+
+/// Recycles the storage of large scratch buffers. A forward pass allocates the same sizes layer after layer; large
+/// allocations come from fresh pages of the OS each time (page faults, zeroing), which cost more than some
+/// matrix products. Freed buffers wait here (up to `limitBytes`) for the next request of the same size.
+final class BufferPool: @unchecked Sendable {
+    static let shared = BufferPool()
+    /// Buffers smaller than this are left to malloc.
+    let minimumCount = 16 * 1024
+    let limitBytes = 256 << 20
+    private var free: [Int: [UnsafeMutablePointer<Float>]] = [:]
+    private var pooledBytes = 0
+    private let lock = NSLock()
+
+    func take(_ count: Int) -> UnsafeMutablePointer<Float>? {
+        guard count >= minimumCount else { return nil }
+        lock.lock(); defer { lock.unlock() }
+        guard let p = free[count]?.popLast() else { return nil }
+        pooledBytes -= count * 4
+        return p
+    }
+
+    func give(_ p: UnsafeMutablePointer<Float>, count: Int) -> Bool {
+        guard count >= minimumCount else { return false }
+        lock.lock(); defer { lock.unlock() }
+        guard pooledBytes + count * 4 <= limitBytes else { return false }
+        free[count, default: []].append(p)
+        pooledBytes += count * 4
+        return true
     }
 }

@@ -95,3 +95,39 @@ public enum LogitMath {
         return heap.sorted { $0.0 > $1.0 }.map(\.1)
     }
 }
+
+extension LlamaModel {
+    /// Generates continuations of several prompts together (one batched forward per step, KV cache per
+    /// sequence). Each sequence stops at `stop` tokens or after `maxTokens`.
+    public func generateBatch(_ prompts: [[Int]], maxTokens: Int, sampler: Sampler = Sampler(), seed: UInt64 = 0,
+                              stop: Set<Int> = []) throws -> [[Int]] {
+        try validate(prompts)
+        let cache = KVCache(config: config, sequences: prompts.count)
+        var rng = SeededRandom(seed: seed)
+        var out = [[Int]](repeating: [], count: prompts.count)
+        var active = Array(0..<prompts.count)
+        // First step: whole prompts. Later steps: one token for each still-active sequence.
+        var step = try forward(prompts, cache: cache)
+        var stepSeqs = active
+        for _ in 0..<maxTokens {
+            var next: [Int: Int] = [:]
+            for (i, s) in stepSeqs.enumerated() {
+                let row = UnsafeBufferPointer(start: step.logits.pointer + i * config.vocabSize, count: config.vocabSize)
+                next[s] = sampler.sample(row, rng: &rng)
+            }
+            for s in stepSeqs { out[s].append(next[s]!) }
+            active = stepSeqs.filter { !stop.contains(next[$0]!) && prompts[$0].count + out[$0].count < config.contextLength }
+            if active.isEmpty { break }
+            // Sequences that stopped keep their cache; the batch holds only active ones, each reading its own cache.
+            let sub = KVCache(config: config, sequences: 0)
+            sub.setStorage(keys: cache.keys.map { layer in active.map { layer[$0] } },
+                           values: cache.values.map { layer in active.map { layer[$0] } })
+            step = try forward(active.map { [next[$0]!] }, cache: sub)
+            for l in 0..<config.layers { for (j, s) in active.enumerated() {
+                cache.keys[l][s] = sub.keys[l][j]; cache.values[l][s] = sub.values[l][j]
+            } }
+            stepSeqs = active
+        }
+        return out
+    }
+}

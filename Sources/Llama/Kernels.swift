@@ -10,17 +10,27 @@ public func uninitializedFloats(_ count: Int) -> [Float] {
 }
 
 public enum Kernels {
+    /// Splits rows 0..<n over the cores when the work is large enough to pay for the hand-off.
+    @inline(__always)
+    static func parallelRows(_ n: Int, work: Int, _ body: (Range<Int>) -> Void) {
+        let parts = work >= 1 << 16 ? min(ProcessInfo.processInfo.activeProcessorCount, n) : 1
+        if parts <= 1 { body(0..<n); return }
+        DispatchQueue.concurrentPerform(iterations: parts) { p in
+            body((n * p / parts)..<(n * (p + 1) / parts))
+        }
+    }
+
     /// out[N,D] = x / sqrt(mean(x²) + eps) ⊙ w; also returns rstd[N] when `rstd` is given.
     public static func rmsnormForward(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
                                       rows: Int, width d: Int, eps: Float, rstd: UnsafeMutablePointer<Float>? = nil) {
-        for r in 0..<rows {
+        parallelRows(rows, work: rows * d) { range in for r in range {
             let xr = x + r * d, o = out + r * d
             var ss: Float = 0
             for i in 0..<d { ss += xr[i] * xr[i] }
             let s = 1 / (ss / Float(d) + eps).squareRoot()
             rstd?[r] = s
             for i in 0..<d { o[i] = xr[i] * s * w[i] }
-        }
+        } }
     }
 
     /// dinp[N,D] (+)= ∂L/∂x given dout[N,D], the input x and saved rstd; dw[D] += ∂L/∂w when given.
@@ -67,13 +77,13 @@ public enum Kernels {
 
     /// out[N,F] = silu(gate) ⊙ up, where gateUp is [N, 2F] with gate in the first F columns.
     public static func swigluForward(out: UnsafeMutablePointer<Float>, gateUp: UnsafePointer<Float>, rows: Int, width f: Int) {
-        for r in 0..<rows {
+        parallelRows(rows, work: rows * f * 8) { range in for r in range {
             let g = gateUp + r * 2 * f, u = g + f, o = out + r * f
             for i in 0..<f {
                 let x = g[i]
                 o[i] = x / (1 + expf(-x)) * u[i]
             }
-        }
+        } }
     }
 
     /// dGateUp[N,2F] = ∂L/∂[gate|up] given dout[N,F] and the saved gateUp.
@@ -88,6 +98,30 @@ public enum Kernels {
                 let silu = x * sig
                 du[i] = d[i] * silu
                 dg[i] = d[i] * u[i] * sig * (1 + x * (1 - sig))
+            }
+        }
+    }
+
+    /// Causal attention of one head for a short sequence: scores[rows, keys] = softmax(q kᵀ · scale) (row i sees keys
+    /// ≤ firstPosition + i) and z[rows, HD] = scores · v. q and z rows are `qStride` apart, k and v rows `kvStride`.
+    public static func attentionSmall(scores s: UnsafeMutablePointer<Float>, z: UnsafeMutablePointer<Float>,
+                                      q: UnsafePointer<Float>, qStride: Int, k: UnsafePointer<Float>,
+                                      v: UnsafePointer<Float>, kvStride: Int, rows t: Int, keys tAll: Int,
+                                      firstPosition p0: Int, headDim hd: Int, scale: Float) {
+        for i in 0..<t {
+            let qi = q + i * qStride, si = s + i * tAll, valid = p0 + i + 1
+            for j in 0..<valid {
+                let kj = k + j * kvStride
+                var dot: Float = 0
+                for e in 0..<hd { dot += qi[e] * kj[e] }
+                si[j] = dot * scale
+            }
+            softmaxRow(si, count: tAll, valid: valid)
+            let zi = z + i * qStride
+            for e in 0..<hd { zi[e] = 0 }
+            for j in 0..<valid {
+                let p = si[j], vj = v + j * kvStride
+                for e in 0..<hd { zi[e] += p * vj[e] }
             }
         }
     }

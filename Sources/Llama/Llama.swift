@@ -44,6 +44,8 @@ public final class ForwardTape {
 
 /// A Llama model ready to run.
 public final class LlamaModel {
+    /// Sequences with (new rows × keys) up to this use direct attention loops instead of BLAS.
+    static let directAttentionLimit = 1024
     public let config: LlamaConfig
     public let weights: LlamaWeights
     let rope: RopeTable
@@ -211,6 +213,13 @@ public final class LlamaModel {
                 for h in 0..<c.heads {
                     let g = h / c.groupSize
                     let s = pp.baseAddress! + h * t * tAll
+                    if t * tAll <= Self.directAttentionLimit {
+                        // Short sequences: direct loops beat the call overhead of two tiny GEMMs per head.
+                        Kernels.attentionSmall(scores: s, z: z.pointer + off * qw + h * hd, q: q.pointer + off * qw + h * hd,
+                                               qStride: qw, k: kp.baseAddress! + g * hd, v: vp.baseAddress! + g * hd,
+                                               kvStride: kvw, rows: t, keys: tAll, firstPosition: p0, headDim: hd, scale: scale)
+                        continue
+                    }
                     BLAS.sgemm(transB: true, m: t, n: tAll, k: hd, alpha: scale, a: q.pointer + off * qw + h * hd, lda: qw,
                                b: kp.baseAddress! + g * hd, ldb: kvw, c: s, ldc: tAll)
                     for i in 0..<t { Kernels.softmaxRow(s + i * tAll, count: tAll, valid: p0 + i + 1) }

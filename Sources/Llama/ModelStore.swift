@@ -141,3 +141,37 @@ extension ModelFile {
         return ModelFile(path: path, model: LlamaModel(weights: weights), tokenizer: tokenizer, provenance: prov, metadata: meta)
     }
 }
+
+extension ModelStore {
+    /// Writes a store at `out` holding `model`'s current values of `changed` parameters and everything else from the
+    /// store (or GGUF) it was opened from. Atomic: `out` appears complete or not at all.
+    public static func saveEdited(_ model: ModelFile, changed: [LlamaParameter], to out: String, toolVersion: String,
+                                  note: String? = nil) throws {
+        let fm = FileManager.default
+        let isStore = ["h5", "hdf5"].contains((model.path as NSString).pathExtension.lowercased())
+        let outAbs = (out as NSString).standardizingPath, srcAbs = (model.path as NSString).standardizingPath
+        try AtomicFile.write(to: out) { temp in
+            try? fm.removeItem(atPath: temp)
+            if isStore && outAbs != srcAbs {
+                try fm.copyItem(atPath: model.path, toPath: temp)
+            } else if isStore {
+                try fm.copyItem(atPath: srcAbs, toPath: temp)
+            } else {
+                let staged = temp + ".import"
+                defer { try? fm.removeItem(atPath: staged) }
+                try importGGUF(model.path, to: staged, toolVersion: toolVersion)
+                try fm.moveItem(atPath: staged, toPath: temp)
+            }
+            let h5 = try HDF5File(openingForWriting: temp)
+            let g = try h5.root.group("weights")
+            for p in changed {
+                try model.model.weights.withParameter(p) {
+                    try g.write(UnsafeBufferPointer($0), shape: p.shape(model.config), to: p.ggufName,
+                                options: HDF5WriteOptions(overwrite: true))
+                }
+            }
+            if let note { try h5.root.setAttribute("note", note) }
+            try h5.close()
+        }
+    }
+}

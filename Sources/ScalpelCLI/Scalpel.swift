@@ -7,7 +7,8 @@ struct Scalpel: ParsableCommand {
         commandName: "scalpel",
         abstract: "Locate where a language model stores a fact, and rewrite it there.",
         version: ScalpelVersion.string,
-        subcommands: [Fetch.self, Import.self, Inspect.self, Tokenize.self, Predict.self, Generate.self])
+        subcommands: [Fetch.self, Import.self, Inspect.self, Tokenize.self, Predict.self, Generate.self,
+                      TraceCommand.self, LocateCommand.self])
 }
 
 enum ScalpelVersion {

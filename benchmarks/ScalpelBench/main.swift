@@ -25,6 +25,13 @@ do {
         emit(["peak": sgemmPeak()].merging(benchGemmShapes(rows: Int(args.dropFirst().first ?? "320") ?? 320)) { a, _ in a })
     case "trace":
         emit(try benchTrace(try ModelFile.open(modelPath), naive: args.contains("--naive")))
+    case "batch":
+        // Profiling aid: the 32 × 10 batch only, repeated.
+        let m = try ModelFile.open(modelPath)
+        var rng = SeededRandom(seed: 1)
+        let batch = (0..<32).map { _ in (0..<10).map { _ in Int(rng.next() % 49152) } }
+        let t = try bestTime(repeats: 10) { _ = try m.model.forward(batch) }
+        emit(["batch_32x10_seconds": t])
     case "load":
         let path = try modelPath ?? ModelFile.defaultPath()
         var times: [Double] = []

@@ -1,0 +1,286 @@
+import Foundation
+import Hashing
+import Llama
+
+/// Token sequences to collect statistics over, with a hash and a description for provenance.
+public struct TokenCorpus: Sendable, Equatable {
+    /// Each sequence is run from position 0 on its own.
+    public var sequences: [[Int]]
+    /// SHA-256 of the token ids and the settings that produced them (see `TokenCorpus.hash`).
+    public var sha256: String
+    /// Human-readable origin: file names, or "model-sampled: N texts, seed S, temperature T, …".
+    public var description: String
+    /// Total tokens.
+    public var tokenCount: Int { sequences.reduce(0) { $0 + $1.count } }
+
+    /// A corpus whose hash is computed from `sequences` and `settings`.
+    public init(sequences: [[Int]], settings: String, description: String) {
+        self.sequences = sequences
+        self.description = description
+        sha256 = TokenCorpus.hash(sequences: sequences, settings: settings)
+    }
+
+    /// SHA-256 (hex) of: the ASCII header `scalpel-corpus-v1`, a newline, `settings`, a newline, then for each
+    /// sequence its length as UInt32 and its ids as Int32, all little-endian.
+    public static func hash(sequences: [[Int]], settings: String) -> String {
+        var h = SHA256()
+        h.update(Array("scalpel-corpus-v1\n\(settings)\n".utf8))
+        var words: [UInt32] = []
+        for s in sequences {
+            words.removeAll(keepingCapacity: true)
+            words.append(UInt32(truncatingIfNeeded: s.count).littleEndian)
+            for id in s { words.append(UInt32(bitPattern: Int32(truncatingIfNeeded: id)).littleEndian) }
+            words.withUnsafeBytes { h.update($0) }
+        }
+        return SHA256.hexString(h.finalize())
+    }
+
+    /// Splits the sequences into `count` consecutive shards of about equal token counts (each its own corpus, for
+    /// collecting separately and merging with `StatsStore.merge`).
+    public func shards(_ count: Int) -> [TokenCorpus] {
+        let n = max(1, min(count, sequences.count))
+        let perShard = Double(tokenCount) / Double(n)
+        var out: [TokenCorpus] = [], current: [[Int]] = [], tokens = 0
+        for s in sequences {
+            current.append(s); tokens += s.count
+            if out.count < n - 1 && Double(tokens) >= perShard * Double(out.count + 1) {
+                out.append(shard(current, index: out.count, of: n)); current = []
+            }
+        }
+        if !current.isEmpty || out.count < n { out.append(shard(current, index: out.count, of: n)) }
+        return out
+    }
+
+    private func shard(_ seqs: [[Int]], index: Int, of n: Int) -> TokenCorpus {
+        TokenCorpus(sequences: seqs, settings: "shard \(index + 1)/\(n) of \(sha256)",
+                    description: "\(description) [shard \(index + 1)/\(n)]")
+    }
+}
+
+/// Produces corpora for key statistics: from text files, or (the default, needing no data download) sampled from
+/// the model itself.
+///
+/// Trade-off: ROME estimates C on Wikipedia text. Text sampled from the model follows the model's own distribution,
+/// needs no download and is reproducible from a seed, but it is less diverse than curated text (short neutral
+/// seeds, 128-token texts, sampling artefacts) and its statistics differ from those of natural text; pass text files
+/// when a reference corpus is available. `docs/rome.md` compares the two.
+public enum CorpusSampler {
+    /// Neutral start words of model-sampled texts.
+    public static let neutralSeeds = ["The", "In", "A", "It", "This", "He", "She", "When", "There", "On",
+                                      "After", "One", "We", "They", "As", "For", "I", "At", "His", "Her"]
+
+    /// Settings of a model-sampled corpus.
+    public struct SamplingSettings: Sendable, Equatable {
+        /// Number of texts.
+        public var texts = 800
+        /// New tokens generated after each seed.
+        public var tokensPerText = 128
+        public var temperature: Float = 1.0
+        public var topK = 50
+        public var seed: UInt64 = 0
+        /// Start words, cycled over the texts.
+        public var seeds = CorpusSampler.neutralSeeds
+        /// Texts generated together (one batched forward per step). Does not change which texts are produced
+        /// except through float rounding of differently sized matrix products.
+        public var batchSize = 64
+
+        public init(texts: Int = 800, tokensPerText: Int = 128, temperature: Float = 1.0, topK: Int = 50,
+                    seed: UInt64 = 0, seeds: [String] = CorpusSampler.neutralSeeds, batchSize: Int = 64) {
+            self.texts = texts; self.tokensPerText = tokensPerText; self.temperature = temperature
+            self.topK = topK; self.seed = seed; self.seeds = seeds; self.batchSize = batchSize
+        }
+
+        /// The settings line hashed with the tokens (batch size excluded: it does not define the corpus).
+        var canonical: String {
+            "model-sampled texts=\(texts) tokens_per_text=\(tokensPerText) temperature=\(temperature) top_k=\(topK) "
+                + "seed=\(seed) seeds=\(seeds.joined(separator: "|")) no_control_tokens"
+        }
+
+        var summary: String {
+            "model-sampled: \(texts) texts, seed \(seed), temperature \(temperature), top-k \(topK), "
+                + "\(tokensPerText) tokens after each of \(seeds.count) seed words"
+        }
+    }
+
+    // MARK: Model-sampled text
+
+    /// Generates `settings.texts` texts from the model: text i starts with seed word `seeds[i % seeds.count]`
+    /// (after BOS when the tokenizer adds one) and continues with `tokensPerText` tokens sampled at `temperature`
+    /// from the top-k, control tokens (end of text, chat markers) excluded so every text has the same length.
+    /// Text i draws from its own random stream (derived from `seed` and i). The corpus hash covers the token ids and
+    /// the settings.
+    /// - Parameter progress: called after each batch with (texts done, texts total).
+    public static func sample(model: LlamaModel, tokenizer: Tokenizer, settings s: SamplingSettings = SamplingSettings(),
+                              progress: ((Int, Int) -> Void)? = nil) throws -> TokenCorpus {
+        guard s.texts > 0, s.tokensPerText > 0, s.batchSize > 0, s.topK >= 0 else {
+            throw EditingError.invalidArgument(name: "sampling settings",
+                                               reason: "texts, tokensPerText and batchSize must be positive")
+        }
+        let c = model.config
+        let bos: [Int] = tokenizer.addBOS ? tokenizer.bosID.map { [$0] } ?? [] : []
+        let seedIDs: [[Int]] = s.seeds.isEmpty ? [tokenizer.bosID.map { [$0] } ?? [0]]
+            : s.seeds.map { bos + tokenizer.encode($0, addBOS: false) }
+        let excluded = (0..<min(c.vocabSize, tokenizer.vocabularySize)).filter {
+            tokenizer.isControl($0) || $0 == tokenizer.eosID
+        }
+        let longest = seedIDs.map(\.count).max() ?? 0
+        guard longest + s.tokensPerText <= c.contextLength else {
+            throw EditingError.invalidArgument(name: "tokensPerText",
+                                               reason: "\(longest + s.tokensPerText) tokens exceed the context length \(c.contextLength)")
+        }
+        var texts: [[Int]] = []
+        texts.reserveCapacity(s.texts)
+        var first = 0
+        while first < s.texts {
+            let idx = first..<min(first + s.batchSize, s.texts)
+            var seqs = idx.map { seedIDs[$0 % seedIDs.count] }
+            var rngs = idx.map { SeededRandom(seed: s.seed &+ UInt64($0) &* 0xD1B5_4A32_D192_ED03) }
+            let cache = KVCache(config: c, sequences: seqs.count)
+            var out = try model.forward(seqs, cache: cache)
+            for step in 0..<s.tokensPerText {
+                var next: [Int] = []
+                next.reserveCapacity(seqs.count)
+                for b in 0..<seqs.count {
+                    let row = out.logits.pointer + b * c.vocabSize
+                    for id in excluded { row[id] = -.infinity }
+                    next.append(sampleTopK(row, count: c.vocabSize, k: s.topK, temperature: s.temperature, rng: &rngs[b]))
+                }
+                for b in 0..<seqs.count { seqs[b].append(next[b]) }
+                if step + 1 < s.tokensPerText { out = try model.forward(next.map { [$0] }, cache: cache) }
+            }
+            texts += seqs
+            first = idx.upperBound
+            progress?(first, s.texts)
+        }
+        return TokenCorpus(sequences: texts, settings: s.canonical, description: s.summary)
+    }
+
+    /// Samples from the `k` largest logits of `row` (all when k is 0) at `temperature` (0 = greedy) with Llama's
+    /// `Sampler`, without sorting the whole vocabulary.
+    static func sampleTopK(_ row: UnsafePointer<Float>, count: Int, k: Int, temperature: Float,
+                           rng: inout SeededRandom) -> Int {
+        let keep = k <= 0 || k >= count ? count : k
+        var top: [Int]
+        if keep == count {
+            top = Array(0..<count)
+        } else {
+            // Min-heap of the best `keep` indices (by logit, then lower index).
+            func less(_ a: Int, _ b: Int) -> Bool { row[a] < row[b] || (row[a] == row[b] && a > b) }
+            var heap: [Int] = []
+            heap.reserveCapacity(keep)
+            func siftDown(_ start: Int) {
+                var i = start
+                while true {
+                    let l = 2 * i + 1, r = l + 1
+                    var m = i
+                    if l < heap.count && less(heap[l], heap[m]) { m = l }
+                    if r < heap.count && less(heap[r], heap[m]) { m = r }
+                    if m == i { return }
+                    heap.swapAt(i, m); i = m
+                }
+            }
+            for id in 0..<count {
+                if heap.count < keep {
+                    heap.append(id)
+                    var i = heap.count - 1
+                    while i > 0 && less(heap[i], heap[(i - 1) / 2]) { heap.swapAt(i, (i - 1) / 2); i = (i - 1) / 2 }
+                } else if less(heap[0], id) {
+                    heap[0] = id; siftDown(0)
+                }
+            }
+            top = heap.sorted { less($1, $0) }
+        }
+        let values = top.map { row[$0] }
+        let pick = values.withUnsafeBufferPointer { Sampler(temperature: temperature, topK: 0).sample($0, rng: &rng) }
+        return top[pick]
+    }
+
+    // MARK: Text files
+
+    /// Reads texts from a corpus file: `.txt` gives its whole content as one text; `.jsonl` one JSON object per
+    /// non-empty line and `.json` an array of objects (or one object), each with a string field `field`.
+    public static func readTexts(path: String, field: String = "text") throws -> [String] {
+        guard FileManager.default.fileExists(atPath: path) else { throw EditingError.fileNotFound(path: path) }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw EditingError.corpusUnreadable(path: path, reason: "cannot read the file")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw EditingError.corpusUnreadable(path: path, reason: "not UTF-8 text")
+        }
+        func textField(_ object: Any, record: Int) throws -> String {
+            guard let d = object as? [String: Any], let t = d[field] as? String else {
+                throw EditingError.corpusMissingTextField(path: path, record: record, field: field)
+            }
+            return t
+        }
+        switch (path as NSString).pathExtension.lowercased() {
+        case "txt", "text":
+            return [text]
+        case "jsonl", "ndjson":
+            var out: [String] = []
+            for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                let trimmed = line.trimmingCharacters(in: .whitespacesAndNewlines)
+                if trimmed.isEmpty { continue }
+                let object: Any
+                do { object = try JSONSerialization.jsonObject(with: Data(trimmed.utf8)) } catch {
+                    throw EditingError.corpusUnreadable(path: path, reason: "line \(i + 1) is not valid JSON")
+                }
+                out.append(try textField(object, record: i + 1))
+            }
+            return out
+        case "json":
+            let object: Any
+            do { object = try JSONSerialization.jsonObject(with: data) } catch {
+                throw EditingError.corpusUnreadable(path: path, reason: "not valid JSON")
+            }
+            if let list = object as? [Any] {
+                return try list.enumerated().map { try textField($1, record: $0 + 1) }
+            }
+            return [try textField(object, record: 1)]
+        default:
+            throw EditingError.unsupportedCorpusFile(path: path)
+        }
+    }
+
+    /// A corpus from text files: each text is tokenized (no BOS inside) and cut into consecutive chunks of
+    /// `chunkTokens` tokens (the last may be shorter), each starting with BOS when the tokenizer adds one.
+    /// - Parameters:
+    ///   - maxTokens: stop once the corpus holds this many tokens (the last chunk is cut short).
+    ///   - field: the text field of JSON records.
+    public static func fromFiles(_ paths: [String], tokenizer: Tokenizer, chunkTokens: Int = 256,
+                                 maxTokens: Int? = nil, field: String = "text") throws -> TokenCorpus {
+        guard !paths.isEmpty else { throw EditingError.invalidArgument(name: "corpus files", reason: "no file given") }
+        let bos: [Int] = tokenizer.addBOS ? tokenizer.bosID.map { [$0] } ?? [] : []
+        guard chunkTokens > bos.count else {
+            throw EditingError.invalidArgument(name: "chunkTokens", reason: "\(chunkTokens) is too small")
+        }
+        if let maxTokens, maxTokens <= 0 {
+            throw EditingError.invalidArgument(name: "maxTokens", reason: "must be positive")
+        }
+        let body = chunkTokens - bos.count
+        var sequences: [[Int]] = [], total = 0, names: [String] = []
+        files: for path in paths {
+            let texts = try readTexts(path: path, field: field)
+            let fileHash = (try? SHA256.hex(fileAt: path)) ?? "?"
+            names.append("\((path as NSString).lastPathComponent) (sha256 \(fileHash.prefix(12)))")
+            for text in texts {
+                let ids = tokenizer.encode(text, addBOS: false)
+                var i = 0
+                while i < ids.count {
+                    var n = min(body, ids.count - i)
+                    if let maxTokens { n = min(n, maxTokens - total - bos.count) }
+                    if n <= 0 { break files }
+                    sequences.append(bos + ids[i..<(i + n)])
+                    total += n + bos.count; i += n
+                    if let maxTokens, total >= maxTokens { break files }
+                }
+            }
+        }
+        guard total > 0 else { throw EditingError.emptyCorpus(source: paths.joined(separator: ", ")) }
+        var description = "files: " + names.joined(separator: ", ") + "; chunks of \(chunkTokens) tokens"
+        if let maxTokens { description += "; first \(min(total, maxTokens)) tokens" }
+        let settings = "files chunk_tokens=\(chunkTokens) max_tokens=\(maxTokens.map(String.init) ?? "all") "
+            + "field=\(field) bos=\(bos.first.map(String.init) ?? "none")"
+        return TokenCorpus(sequences: sequences, settings: settings, description: description)
+    }
+}

@@ -1,0 +1,90 @@
+import Foundation
+
+/// Errors of the `Editing` module (statistics, corpora, edit requests, ROME). Every case carries what is needed to
+/// say what went wrong; `hint` says what to do about it.
+public enum EditingError: Error, CustomStringConvertible, Equatable {
+    // MARK: Files and requests
+
+    /// A file the operation needs does not exist.
+    case fileNotFound(path: String)
+    /// An edit request is malformed.
+    case badRequest(subject: String, reason: String)
+    /// A file of edit requests cannot be parsed.
+    case badRequestFile(path: String, reason: String)
+
+    // MARK: Corpora
+
+    /// A corpus file has an extension Scalpel does not read.
+    case unsupportedCorpusFile(path: String)
+    /// A corpus file cannot be read or parsed (bad UTF-8, bad JSON, …).
+    case corpusUnreadable(path: String, reason: String)
+    /// A JSON/JSONL corpus record (1-based `record`: line of a .jsonl, element of a .json array) has no string
+    /// field `field`.
+    case corpusMissingTextField(path: String, record: Int, field: String)
+    /// The corpus has no tokens.
+    case emptyCorpus(source: String)
+
+    // MARK: Statistics
+
+    /// A layer index outside the model.
+    case layerOutOfRange(layer: Int, layers: Int)
+    /// A collection finished without seeing any token.
+    case noTokensCollected(layer: Int)
+    /// Two statistics (or stored statistics and a request) disagree on `field` (model hash, layer, hook, dimension).
+    case statisticsMismatch(field: String, expected: String, found: String, source: String)
+    /// A statistics file has no statistics for `layer` (`available`: layers it does hold).
+    case statisticsNotFound(path: String, layer: Int, available: [Int])
+    /// A statistics file is damaged or not one Scalpel wrote (`problem` says what is wrong).
+    case statisticsCorrupt(path: String, problem: String)
+    /// An argument outside its domain (`name` = value; `reason`).
+    case invalidArgument(name: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case let .fileNotFound(path): return "\(path): file not found"
+        case let .badRequest(subject, reason): return "edit request for \"\(subject)\": \(reason)"
+        case let .badRequestFile(path, reason): return "\(path): \(reason)"
+        case let .unsupportedCorpusFile(path):
+            return "\(path): unsupported corpus file (expected .txt, .jsonl or .json)"
+        case let .corpusUnreadable(path, reason): return "\(path): cannot read corpus: \(reason)"
+        case let .corpusMissingTextField(path, record, field):
+            return "\(path): record \(record) has no string field \"\(field)\""
+        case let .emptyCorpus(source): return "corpus \(source) contains no tokens"
+        case let .layerOutOfRange(layer, layers): return "layer \(layer) is outside the model (0..<\(layers))"
+        case let .noTokensCollected(layer): return "no tokens were collected for layer \(layer)"
+        case let .statisticsMismatch(field, expected, found, source):
+            return "key statistics \(source): \(field) is \(found), expected \(expected)"
+        case let .statisticsNotFound(path, layer, available):
+            let have = available.isEmpty ? "none" : available.map(String.init).joined(separator: ", ")
+            return "\(path): no key statistics for layer \(layer) (layers present: \(have))"
+        case let .statisticsCorrupt(path, problem): return "\(path): key statistics are damaged: \(problem)"
+        case let .invalidArgument(name, reason): return "invalid \(name): \(reason)"
+        }
+    }
+
+    /// What the user can do about the error, when there is something to say.
+    public var hint: String? {
+        switch self {
+        case .fileNotFound: return "check the path"
+        case .badRequest, .badRequestFile:
+            return "a request needs \"subject\", \"prompt\" containing {} once, and \"target_new\""
+        case .unsupportedCorpusFile:
+            return "use plain text (.txt, split into chunks) or JSON Lines / JSON records with a \"text\" field"
+        case .corpusUnreadable: return "corpus files must be UTF-8 text, JSON Lines or a JSON array"
+        case let .corpusMissingTextField(_, _, field):
+            return "every record needs a string \"\(field)\" field, e.g. {\"\(field)\": \"...\"}"
+        case .emptyCorpus: return "give a corpus with text in it, or use model-sampled text (the default)"
+        case .layerOutOfRange: return "layers are numbered from 0; `scalpel inspect` shows the count"
+        case .noTokensCollected: return "the corpus was empty or every sequence was skipped"
+        case let .statisticsMismatch(field, _, _, _):
+            if field == "model_sha256" {
+                return "these statistics were collected on another model; recollect them for this model "
+                    + "(statistics never carry over between models, even edited or requantized ones)"
+            }
+            return "recollect the statistics for this layer and hook, or pass the matching file"
+        case .statisticsNotFound: return "collect statistics for this layer first"
+        case .statisticsCorrupt: return "delete the file and collect the statistics again"
+        case .invalidArgument: return nil
+        }
+    }
+}

@@ -1,0 +1,231 @@
+import Foundation
+import Interp
+import Linalg
+import Llama
+
+// ROME (Meng et al. 2022): rewrite one fact by a rank-one update of an MLP's output matrix W = W_down of layer l.
+// Shape key: D model width, F MLP width (keys k ∈ R^F, values v ∈ R^D), N packed rows, V vocabulary.
+
+/// ROME's hyper-parameters (defaults as in the original code for GPT-J-sized models).
+public struct ROMEHyperParameters: Codable, Equatable, Sendable {
+    public var layer: Int
+    /// Adam steps and learning rate for δ.
+    public var steps = 20
+    public var learningRate: Float = 0.5
+    /// Weight of KL(original ‖ edited) on "{subject} is a" at the subject's last token.
+    public var klFactor: Float = 0.0625
+    /// Weight of ‖δ‖ / ‖m₀‖² in the loss.
+    public var weightDecay: Float = 0.5
+    /// δ is clamped to ‖δ‖ ≤ factor · ‖m₀‖ (m₀: the MLP output at the subject in the bare prompt).
+    public var clampNormFactor: Float = 4
+    /// Stop early once the loss is below this.
+    public var earlyStopLoss: Float = 0.05
+    /// Use the same averaged k* in the residual and the denominator (r-ROME); false reproduces the original
+    /// ROME, which puts the bare prompt's key in the denominator and W·k(bare) in the residual.
+    public var consistentKey = true
+    public var klPrompt = "{} is a"
+
+    public init(layer: Int) { self.layer = layer }
+}
+
+/// What one ROME edit computed.
+public struct ROMEResult: Sendable {
+    public var layer: Int
+    /// k*: the averaged MLP key at the subject's last token [F].
+    public var key: [Float]
+    /// v*: the MLP output that makes the model say the new target [D].
+    public var value: [Float]
+    /// Rank-one factors: ΔW = lambda ⊗ u, lambda [D], u = C⁻¹k* / (C⁻¹k*)ᵀk* scaled so ΔW k* = v* − W k* [F].
+    public var lambda: [Float]
+    public var u: [Float]
+    /// Loss after each Adam step.
+    public var losses: [Float]
+    public var seconds: Double
+    /// Norm of δ = v* − m₀, and of m₀.
+    public var deltaNorm: Float
+    public var initialNorm: Float
+}
+
+/// Computes and applies ROME edits on a model.
+public final class ROME {
+    public let model: LlamaModel
+    public let tokenizer: Tokenizer
+    public var contexts: ContextTemplates
+
+    public init(model: LlamaModel, tokenizer: Tokenizer, contexts: ContextTemplates) {
+        self.model = model; self.tokenizer = tokenizer; self.contexts = contexts
+    }
+
+    /// Token ids of a target as it follows a prompt (with a leading space, as in ROME).
+    public func targetIDs(_ target: String) -> [Int] {
+        tokenizer.encode(target.hasPrefix(" ") ? target : " " + target)
+    }
+
+    /// Tokens of `template` (containing `{}`) with `subject` in place, and the index of the subject's last token.
+    public func tokensWithSubject(_ template: String, subject: String) throws -> (ids: [Int], last: Int) {
+        guard let r = template.range(of: "{}") else {
+            throw EditingError.badRequest(subject: subject, reason: "template \"\(template)\" has no {}")
+        }
+        let text = template.replacingCharacters(in: r, with: subject)
+        let ids = tokenizer.encode(text)
+        let endByte = template[..<r.lowerBound].utf8.count + subject.utf8.count
+        var offset = 0
+        for (i, id) in ids.enumerated() {
+            offset += tokenizer.decodeBytes([id]).count
+            if offset >= endByte { return (ids, i) }
+        }
+        throw EditingError.badRequest(subject: subject, reason: "subject not found in \"\(text)\"")
+    }
+
+    /// Runs the whole edit: k*, v*, the rank-one update. Does not modify the model.
+    /// - Parameters:
+    ///   - secondMoment: C = E[k kᵀ] at the layer, [F, F] row-major (float64).
+    ///   - progress: called after each optimization step with (step, loss).
+    public func compute(_ request: EditRequest, hparams h: ROMEHyperParameters, secondMoment: [Double],
+                        progress: ((Int, Float) -> Void)? = nil) throws -> ROMEResult {
+        try request.validate()
+        let c = model.config, l = h.layer, d = c.dModel, f = c.ffnDim
+        guard (0..<c.layers).contains(l) else { throw EditingError.layerOutOfRange(layer: l, layers: c.layers) }
+        guard secondMoment.count == f * f else {
+            throw EditingError.statisticsMismatch(field: "dimension", expected: "\(f)×\(f)", found: "\(secondMoment.count) values",
+                                                  source: "given to ROME")
+        }
+        let t0 = Date()
+        let target = targetIDs(request.targetNew)
+        guard !target.isEmpty else { throw EditingError.badRequest(subject: request.subject, reason: "target_new is empty") }
+
+        // Prompts: each context around the prompt, followed by the target minus its last token; then the KL prompt.
+        var seqs: [[Int]] = [], subjectLast: [Int] = [], promptLength: [Int] = []
+        for ctx in contexts.templates {
+            let template = ctx.replacingOccurrences(of: "{}", with: request.prompt)
+            let (ids, last) = try tokensWithSubject(template, subject: request.subject)
+            seqs.append(ids + target.dropLast()); subjectLast.append(last); promptLength.append(ids.count)
+        }
+        let nRewrite = seqs.count
+        let (klIDs, klLast) = try tokensWithSubject(h.klPrompt, subject: request.subject)
+        seqs.append(klIDs); subjectLast.append(klLast)
+
+        // One full pass: keys and MLP outputs at layer l, the residual entering l+1, and every layer's K/V.
+        let cache = KVCache(config: c, sequences: seqs.count)
+        var hooks = Hooks()
+        var keys: [Float] = [], mlpOut: [Float] = [], residual: [Float] = []
+        hooks.add(HookPoint(l, .mlpPost)) { keys = Array($0.buffer) }
+        hooks.add(HookPoint(l, .mlpOut)) { mlpOut = Array($0.buffer) }
+        hooks.add(HookPoint(l, .residPost)) { residual = Array($0.buffer) }
+        let full = try model.forward(seqs, hooks: hooks, logitRows: .none, cache: cache)
+        let fullLayout = full.layout
+
+        // k*: mean key at the subject's last token over the rewriting prompts.
+        var kStar = [Float](repeating: 0, count: f)
+        for i in 0..<nRewrite {
+            let r = fullLayout.row(seq: i, pos: subjectLast[i])
+            for j in 0..<f { kStar[j] += keys[r * f + j] / Float(nRewrite) }
+        }
+        let bareRow = fullLayout.row(seq: 0, pos: subjectLast[0])
+        let kBare = Array(keys[(bareRow * f)..<((bareRow + 1) * f)])
+        let m0 = Array(mlpOut[(bareRow * d)..<((bareRow + 1) * d)])
+        let m0Norm = norm(m0)
+
+        // Optimization batch: every sequence from its subject's last token on (earlier positions do not depend on δ).
+        let layout = BatchLayout(lengths: seqs.enumerated().map { $1.count - subjectLast[$0] }, startPositions: subjectLast)
+        let base = FloatBuffer(layout.rows * d)
+        for i in 0..<seqs.count {
+            let from = fullLayout.row(seq: i, pos: subjectLast[i])
+            residual.withUnsafeBufferPointer {
+                (base.pointer + layout.offsets[i] * d).update(from: $0.baseAddress! + from * d, count: layout.lengths[i] * d)
+            }
+        }
+        // Loss rows: predictions of each target token, then the KL prompt's subject row.
+        var rows: [Int] = [], targets: [Int] = [], weights: [Float] = []
+        for i in 0..<nRewrite {
+            for (j, t) in target.enumerated() {
+                rows.append(layout.row(seq: i, pos: promptLength[i] - 1 + j)); targets.append(t)
+                weights.append(1 / Float(target.count * nRewrite))
+            }
+        }
+        let klRow = layout.row(seq: nRewrite, pos: klLast)
+        rows.append(klRow)
+        let nTargetRows = targets.count
+
+        var delta = [Float](repeating: 0, count: d)
+        var adam = Adam(count: d, learningRate: h.learningRate)
+        var klReference: [Float]? = nil
+        var losses: [Float] = []
+        let vocab = c.vocabSize
+        for step in 0..<max(h.steps, 1) {
+            let x = FloatBuffer(base.count)
+            x.pointer.update(from: base.pointer, count: base.count)
+            for off in layout.offsets { for j in 0..<d { x.pointer[off * d + j] += delta[j] } }
+            let (lossValue, grad) = model.residualGradient(residual: x, layout: layout, startLayer: l + 1, rows: rows,
+                                                            prefix: cache) { dLogits, logits in
+                let tl = FloatBuffer(nTargetRows * vocab), tg = FloatBuffer(nTargetRows * vocab)
+                tl.pointer.update(from: logits.pointer, count: nTargetRows * vocab)
+                let nll = LogitMath.crossEntropy(dLogits: tg, logits: tl, targets: targets, weights: weights)
+                dLogits.pointer.update(from: tg.pointer, count: nTargetRows * vocab)
+                let kl = FloatBuffer(vocab), kg = FloatBuffer(vocab)
+                kl.pointer.update(from: logits.pointer + nTargetRows * vocab, count: vocab)
+                if klReference == nil { klReference = LogitMath.logSoftmax(kl, rows: 1) }
+                let klValue = LogitMath.klDivergence(dLogits: kg, logits: kl, referenceLogProbs: klReference!, rows: 1,
+                                                     weights: [h.klFactor])
+                (dLogits.pointer + nTargetRows * vocab).update(from: kg.pointer, count: vocab)
+                return nll + klValue
+            }
+            let dn = norm(delta)
+            let wd = h.weightDecay * dn / (m0Norm * m0Norm)
+            let loss = lossValue + wd
+            losses.append(loss)
+            progress?(step, loss)
+            if loss < h.earlyStopLoss { break }
+            if step == h.steps - 1 { break }
+            var g = [Float](repeating: 0, count: d)
+            for off in layout.offsets { for j in 0..<d { g[j] += grad.pointer[off * d + j] } }
+            if dn > 0 { for j in 0..<d { g[j] += h.weightDecay * delta[j] / dn / (m0Norm * m0Norm) } }
+            adam.step(&delta, gradient: g)
+            let maxNorm = h.clampNormFactor * m0Norm
+            let nn = norm(delta)
+            if nn > maxNorm { for j in 0..<d { delta[j] *= maxNorm / nn } }
+        }
+        let vStar = zip(m0, delta).map { $0 + $1 }
+
+        // Rank-one update: u = C⁻¹k (Cholesky), Λ = (v* − W k) / (uᵀ k).
+        let kForResidual = h.consistentKey ? kStar : kBare
+        let cInvK = try LAPACK.choleskySolve(secondMoment, kStar.map(Double.init), n: f)
+        let kDenominator = h.consistentKey ? kStar : kBare
+        let denom = zip(cInvK, kDenominator).reduce(0.0) { $0 + $1.0 * Double($1.1) }
+        let wk = model.weights.withParameter(.wDown(l)) { w -> [Double] in
+            (0..<d).map { i in (0..<f).reduce(0.0) { $0 + Double(w[i * f + $1]) * Double(kForResidual[$1]) } }
+        }
+        let lambda = (0..<d).map { Float((Double(vStar[$0]) - wk[$0]) / denom) }
+        return ROMEResult(layer: l, key: kStar, value: vStar, lambda: lambda, u: cInvK.map(Float.init), losses: losses,
+                          seconds: Date().timeIntervalSince(t0), deltaNorm: norm(delta), initialNorm: m0Norm)
+    }
+
+    /// W_down(l) += lambda ⊗ u.
+    public static func apply(_ r: ROMEResult, to model: LlamaModel, sign: Float = 1) {
+        let f = model.config.ffnDim
+        model.weights.withParameter(.wDown(r.layer)) { w in
+            for i in 0..<r.lambda.count {
+                let li = sign * r.lambda[i]
+                for j in 0..<f { w[i * f + j] += li * r.u[j] }
+            }
+        }
+    }
+
+    func norm(_ x: [Float]) -> Float { x.reduce(0) { $0 + $1 * $1 }.squareRoot() }
+}
+
+/// Adam (Kingma & Ba) on a flat parameter vector.
+struct Adam {
+    var m: [Float], v: [Float], t = 0
+    let lr: Float, beta1: Float = 0.9, beta2: Float = 0.999, eps: Float = 1e-8
+    init(count: Int, learningRate: Float) { m = .init(repeating: 0, count: count); v = m; lr = learningRate }
+    mutating func step(_ x: inout [Float], gradient g: [Float]) {
+        t += 1
+        let c1 = 1 - pow(beta1, Float(t)), c2 = 1 - pow(beta2, Float(t))
+        for i in 0..<x.count {
+            m[i] = beta1 * m[i] + (1 - beta1) * g[i]
+            v[i] = beta2 * v[i] + (1 - beta2) * g[i] * g[i]
+            x[i] -= lr * (m[i] / c1) / ((v[i] / c2).squareRoot() + eps)
+        }
+    }
+}
