@@ -190,44 +190,59 @@ public final class LlamaModel {
         }
         for b in 0..<layout.sequences {
             let t = layout.lengths[b], p0 = layout.startPositions[b], off = layout.offsets[b], tAll = p0 + t
-            var kAll: [Float], vAll: [Float]
-            let newK = Array(UnsafeBufferPointer(start: k.pointer + off * kvw, count: t * kvw))
-            let newV = Array(UnsafeBufferPointer(start: v.pointer + off * kvw, count: t * kvw))
-            if p0 > 0 {
-                let source = prefix ?? cache
-                guard let source, source.positions(layer: l, seq: b) >= p0 else {
+            let newK = UnsafeBufferPointer(start: k.pointer + off * kvw, count: t * kvw)
+            let newV = UnsafeBufferPointer(start: v.pointer + off * kvw, count: t * kvw)
+            var probs = [Float](repeating: 0, count: c.heads * t * tAll)
+            // Keys/values of all tAll positions, without copying where possible: the new rows themselves (no
+            // earlier positions), the cache after appending the new rows, or prefix + new rows (a copy).
+            func run(_ kp: UnsafePointer<Float>, _ vp: UnsafePointer<Float>) {
+                probs.withUnsafeMutableBufferPointer { pp in
+                    for h in 0..<c.heads {
+                        let g = h / c.groupSize
+                        let s = pp.baseAddress! + h * t * tAll
+                        let qh = q.pointer + off * qw + h * hd, zh = z.pointer + off * qw + h * hd
+                        if t * tAll <= Self.directAttentionLimit {
+                            // Short sequences: direct loops beat the call overhead of two tiny GEMMs per head.
+                            Kernels.attentionSmall(scores: s, z: zh, q: qh, qStride: qw, k: kp + g * hd, v: vp + g * hd,
+                                                   kvStride: kvw, rows: t, keys: tAll, firstPosition: p0, headDim: hd,
+                                                   scale: scale)
+                            continue
+                        }
+                        BLAS.sgemm(transB: true, m: t, n: tAll, k: hd, alpha: scale, a: qh, lda: qw, b: kp + g * hd,
+                                   ldb: kvw, c: s, ldc: tAll)
+                        for i in 0..<t { Kernels.softmaxRow(s + i * tAll, count: tAll, valid: p0 + i + 1) }
+                        BLAS.sgemm(m: t, n: hd, k: tAll, a: s, lda: tAll, b: vp + g * hd, ldb: kvw, c: zh, ldc: qw)
+                    }
+                }
+            }
+            if let cache, prefix == nil {
+                let have = cache.positions(layer: l, seq: b)
+                guard have >= p0 else { preconditionFailure("sequence \(b) starts at \(p0) but the cache holds \(have) positions") }
+                if have > p0 {
+                    cache.keys[l][b].removeLast((have - p0) * kvw); cache.values[l][b].removeLast((have - p0) * kvw)
+                }
+                cache.keys[l][b].append(contentsOf: newK); cache.values[l][b].append(contentsOf: newV)
+                cache.keys[l][b].withUnsafeBufferPointer { kp in cache.values[l][b].withUnsafeBufferPointer { vp in
+                    run(kp.baseAddress!, vp.baseAddress!)
+                } }
+                if let tape { tape.keys.append(cache.keys[l][b]); tape.values.append(cache.values[l][b]) }
+            } else if p0 > 0 {
+                guard let source = prefix ?? cache, source.positions(layer: l, seq: b) >= p0 else {
                     preconditionFailure("sequence \(b) starts at position \(p0) but no cache holds its prefix")
                 }
-                kAll = Array(source.keys[l][b][0..<(p0 * kvw)]) + newK
-                vAll = Array(source.values[l][b][0..<(p0 * kvw)]) + newV
-            } else {
-                kAll = newK; vAll = newV
-            }
-            if let cache {
-                if cache.positions(layer: l, seq: b) > p0 { cache.keys[l][b].removeLast((cache.positions(layer: l, seq: b) - p0) * kvw)
-                    cache.values[l][b].removeLast(cache.values[l][b].count - p0 * kvw) }
-                cache.keys[l][b] += newK; cache.values[l][b] += newV
-            }
-            var probs = [Float](repeating: 0, count: c.heads * t * tAll)
-            kAll.withUnsafeBufferPointer { kp in vAll.withUnsafeBufferPointer { vp in probs.withUnsafeMutableBufferPointer { pp in
-                for h in 0..<c.heads {
-                    let g = h / c.groupSize
-                    let s = pp.baseAddress! + h * t * tAll
-                    if t * tAll <= Self.directAttentionLimit {
-                        // Short sequences: direct loops beat the call overhead of two tiny GEMMs per head.
-                        Kernels.attentionSmall(scores: s, z: z.pointer + off * qw + h * hd, q: q.pointer + off * qw + h * hd,
-                                               qStride: qw, k: kp.baseAddress! + g * hd, v: vp.baseAddress! + g * hd,
-                                               kvStride: kvw, rows: t, keys: tAll, firstPosition: p0, headDim: hd, scale: scale)
-                        continue
-                    }
-                    BLAS.sgemm(transB: true, m: t, n: tAll, k: hd, alpha: scale, a: q.pointer + off * qw + h * hd, lda: qw,
-                               b: kp.baseAddress! + g * hd, ldb: kvw, c: s, ldc: tAll)
-                    for i in 0..<t { Kernels.softmaxRow(s + i * tAll, count: tAll, valid: p0 + i + 1) }
-                    BLAS.sgemm(m: t, n: hd, k: tAll, a: s, lda: tAll, b: vp.baseAddress! + g * hd, ldb: kvw,
-                               c: z.pointer + off * qw + h * hd, ldc: qw)
+                let kAll = Array(source.keys[l][b][0..<(p0 * kvw)]) + newK
+                let vAll = Array(source.values[l][b][0..<(p0 * kvw)]) + newV
+                kAll.withUnsafeBufferPointer { kp in vAll.withUnsafeBufferPointer { vp in run(kp.baseAddress!, vp.baseAddress!) } }
+                if let cache {
+                    cache.keys[l][b] = kAll; cache.values[l][b] = vAll
                 }
-            } } }
-            if let tape { tape.keys.append(kAll); tape.values.append(vAll); tape.probs.append(probs) }
+                if let tape { tape.keys.append(kAll); tape.values.append(vAll) }
+            } else {
+                run(newK.baseAddress!, newV.baseAddress!)
+                if let cache { cache.keys[l][b] = Array(newK); cache.values[l][b] = Array(newV) }
+                if let tape { tape.keys.append(Array(newK)); tape.values.append(Array(newV)) }
+            }
+            if let tape { tape.probs.append(probs) }
         }
     }
 

@@ -52,14 +52,19 @@ public final class ModelFile {
         throw LlamaError.modelNotFound(path: (dir as NSString).appendingPathComponent(defaultGGUFName))
     }
 
-    /// Opens a model from a `.gguf` file or a Scalpel `.h5` store (nil = the default model).
+    /// Opens a model from a `.gguf` file, a Scalpel `.h5` store, or a Hugging Face safetensors file or folder
+    /// (nil = the default model).
     public static func open(_ path: String?) throws -> ModelFile {
         let p = try path ?? defaultPath()
         guard FileManager.default.fileExists(atPath: p) else { throw LlamaError.modelNotFound(path: p) }
         switch (p as NSString).pathExtension.lowercased() {
         case "gguf": return try openGGUF(p)
         case "h5", "hdf5": return try openStore(p)
-        default: throw LlamaError.unsupportedModelFile(path: p)
+        case "safetensors": return try openSafetensors(p)
+        default:
+            // A Hugging Face model folder (model.safetensors + config.json + tokenizer.json).
+            if isDirectory(p) { return try openSafetensors(p) }
+            throw LlamaError.unsupportedModelFile(path: p)
         }
     }
 

@@ -85,6 +85,14 @@ public final class Tokenizer: @unchecked Sendable {
     private static let cacheLimit = 1 << 18
 
     public var vocabularySize: Int { tokens.count }
+    /// Every token string in id order (raw byte-level form), as in GGUF `tokenizer.ggml.tokens`.
+    public var vocabulary: [String] { tokens }
+    /// The `TokenType` raw value of every token in id order (`tokenizer.ggml.token_type`).
+    public var tokenTypes: [Int] { types }
+    /// The merge rules "left right" in rank order, as given (`tokenizer.ggml.merges`).
+    public let mergeList: [String]
+    /// The `tokenizer.ggml.pre` name the tokenizer was built with (e.g. "smollm"; `preTokenizer` is its scanner).
+    public let preName: String
 
     public init(tokens: [String], tokenTypes: [Int], merges mergeStrings: [String], pre: String,
                 bosID: Int?, eosID: Int?, unknownID: Int?, addBOS: Bool) throws {
@@ -101,6 +109,8 @@ public final class Tokenizer: @unchecked Sendable {
             }
         }
         self.preTokenizer = preTok
+        self.preName = pre
+        self.mergeList = mergeStrings
         self.bosID = bosID
         self.eosID = eosID
         self.unknownID = unknownID

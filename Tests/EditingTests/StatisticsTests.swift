@@ -547,4 +547,14 @@ final class StatisticsBenchmarks: XCTestCase {
             print("[stats-bench] batch \(b): step forward \(tf / Double(steps) * 1000) ms, sampling \(ts * 1000) ms, no-cache no-logit 2-token forward \(tl / Double(steps) * 1000) ms")
         }
     }
+
+    func testProfileSampling() throws {
+        try requireBench()
+        let mf = try ModelFile.openGGUF(try EditingPaths.requireModel(), hash: false)
+        for b in (ProcessInfo.processInfo.environment["SCALPEL_STATS_SAMPLE_BATCHES"] ?? "32,64,128").split(separator: ",").map({ Int($0)! }) {
+            let t = try time { _ = try CorpusSampler.sample(model: mf.model, tokenizer: mf.tokenizer,
+                                                            settings: .init(texts: b, tokensPerText: 128, batchSize: b)) }
+            print("[stats-bench] sampling \(b) texts x 128 tokens in one batch: \(t) s, \(Double(b * 128) / t) tokens/s")
+        }
+    }
 }

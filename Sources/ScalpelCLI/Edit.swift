@@ -1,0 +1,95 @@
+import ArgumentParser
+import Foundation
+import Editing
+import Interp
+import Llama
+
+struct EditCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "edit",
+        abstract: "Rewrite facts with ROME: a rank-one update of one MLP's output matrix per request.")
+    @OptionGroup var model: ModelOptions
+    @Argument(help: "Edit request files (JSON object, array or JSON Lines; CounterFact records accepted).")
+    var requests: [String]
+    @Option(help: "The layer to edit, or auto (run locate on built-in facts).") var layer: String = "auto"
+    @Option(help: "Key statistics file (default: beside the model, computed if missing).") var stats: String?
+    @Option(help: "Corpus files for new statistics (default: text sampled from the model).") var corpus: [String] = []
+    @Option(help: "Texts sampled from the model for new statistics.") var corpusTexts: Int = 800
+    @Option(help: "Adam steps for v*.") var steps: Int = 20
+    @Flag(help: "Original ROME update (bare-prompt key in the denominator) instead of r-ROME's consistent k*.")
+    var originalRome = false
+    @Option(help: "Write the edited model to this .h5 store.") var out: String?
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        guard !requests.isEmpty else { throw ValidationError("give at least one edit request file") }
+        let list = try requests.flatMap { try EditRequest.load(path: $0) }
+        let m = try model.open()
+        let layerIndex = try resolveLayer(m)
+        var plan = StatisticsPlan(corpusFiles: corpus, path: stats)
+        plan.sampling.texts = corpusTexts
+        let session = EditSession(model: m, plan: plan)
+        session.toolVersion = ScalpelVersion.string
+        var h = ROMEHyperParameters(layer: layerIndex)
+        h.steps = steps
+        h.consistentKey = !originalRome
+        var outcomes: [EditOutcome] = []
+        for r in list {
+            let bar = ProgressBar(label: "edit \(r.subject)", quiet: json)
+            let o = try session.edit(r, hparams: h, log: { if !json { note($0) } }, progress: { bar.update($1, $2, unit: $0) })
+            bar.finish()
+            outcomes.append(o)
+            if !json { printOutcome(o) }
+        }
+        if let out {
+            try ModelStore.saveEdited(m, changed: Array(Set(outcomes.map { LlamaParameter.wDown($0.result.layer) })), to: out,
+                                      toolVersion: ScalpelVersion.string,
+                                      note: "ROME edits: " + list.map { "\($0.subject) → \($0.targetNew)" }.joined(separator: "; "))
+            if !json { print("edited model written to \(out)") }
+        }
+        if json { try printJSON(["layer": layerIndex, "edits": outcomes.map(outcomeJSON)]) }
+    }
+
+    func resolveLayer(_ m: ModelFile) throws -> Int {
+        if layer != "auto" {
+            guard let l = Int(layer) else { throw ValidationError("--layer must be a number or auto") }
+            guard (0..<m.config.layers).contains(l) else { throw EditingError.layerOutOfRange(layer: l, layers: m.config.layers) }
+            return l
+        }
+        let bar = ProgressBar(label: "locate", quiet: json)
+        let r = try Locator.run(model: m.model, tokenizer: m.tokenizer, facts: KnownFact.builtIn, samples: 5,
+                                progress: { bar.update($0, $1, unit: "facts") })
+        bar.finish()
+        if !json { note("locate: layer \(r.recommendedLayer) has the largest MLP effect at the last subject token (\(r.factsUsed.count) facts)") }
+        return r.recommendedLayer
+    }
+
+    func printOutcome(_ o: EditOutcome) {
+        let r = o.request
+        print("\n\(r.subject): \(r.targetTrue ?? "?") → \(r.targetNew)   (layer \(o.result.layer), \(o.result.losses.count) steps, "
+              + String(format: "loss %.3f → %.3f, %.1f s)", o.result.losses.first ?? 0, o.result.losses.last ?? 0, o.result.seconds))
+        func line(_ tag: String, _ b: EditScores.Pair, _ a: EditScores.Pair) {
+            print(String(format: "  %-11@ p(new) %.3f → %.3f   p(true) %.3f → %.3f   ", tag, b.probNew, a.probNew,
+                         b.probTrue.isFinite ? b.probTrue : 0, a.probTrue.isFinite ? a.probTrue : 0) + show(a.prompt))
+        }
+        for (b, a) in zip(o.before.rewrite, o.after.rewrite) { line("prompt", b, a) }
+        for (b, a) in zip(o.before.paraphrases, o.after.paraphrases) { line("paraphrase", b, a) }
+        for (i, (b, a)) in zip(o.before.neighborhood, o.after.neighborhood).enumerated() {
+            line("neighbour", b, a)
+            print("              top answer \(show(o.neighborAnswersBefore[i])) → \(show(o.neighborAnswersAfter[i]))")
+        }
+    }
+
+    func outcomeJSON(_ o: EditOutcome) -> [String: Any] {
+        func pairs(_ xs: [EditScores.Pair]) -> [[String: Any]] {
+            xs.map { ["prompt": $0.prompt, "p_new": $0.probNew, "p_true": $0.probTrue.isFinite ? $0.probTrue : NSNull()] }
+        }
+        return ["request": o.request.json, "layer": o.result.layer, "losses": o.result.losses.map(Double.init),
+                "seconds": o.result.seconds, "delta_norm": Double(o.result.deltaNorm),
+                "before": ["rewrite": pairs(o.before.rewrite), "paraphrases": pairs(o.before.paraphrases),
+                           "neighborhood": pairs(o.before.neighborhood)],
+                "after": ["rewrite": pairs(o.after.rewrite), "paraphrases": pairs(o.after.paraphrases),
+                          "neighborhood": pairs(o.after.neighborhood)],
+                "neighbor_answers_before": o.neighborAnswersBefore, "neighbor_answers_after": o.neighborAnswersAfter]
+    }
+}
