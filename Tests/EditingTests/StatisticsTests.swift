@@ -557,4 +557,101 @@ final class StatisticsBenchmarks: XCTestCase {
             print("[stats-bench] sampling \(b) texts x 128 tokens in one batch: \(t) s, \(Double(b * 128) / t) tokens/s")
         }
     }
+
+    /// Collection throughput at layer 8 on ~50k WikiText tokens, for a few batch shapes.
+    func testCollectionThroughput() throws {
+        try requireBench()
+        let mf = try ModelFile.openGGUF(try EditingPaths.requireModel())
+        guard FileManager.default.fileExists(atPath: EditingPaths.wikitext) else { throw XCTSkip("no WikiText") }
+        for (chunk, rows) in [(256, 2048), (512, 2048), (256, 4096), (256, 1024), (128, 2048)] {
+            var corpus = try CorpusSampler.fromFiles([EditingPaths.wikitext], tokenizer: mf.tokenizer, chunkTokens: chunk,
+                                                     maxTokens: 51_200)
+            let t = try time {
+                _ = try StatisticsCollector.collect(model: mf.model, modelSHA256: mf.provenance.sourceSHA256, layer: 8,
+                                                    corpus: corpus, options: CollectionOptions(rowsPerBatch: rows))
+            }
+            print("[stats-bench] layer 8, \(corpus.tokenCount) WikiText tokens, chunks \(chunk), \(rows) rows/batch: "
+                  + "\(t) s, \(Double(corpus.tokenCount) / t) tokens/s")
+            corpus.sequences = []
+        }
+    }
+
+    /// C from 100k WikiText tokens vs C from 100k model-sampled tokens at layer 8 (docs/rome.md).
+    func testWikiTextVersusModelSampled() throws {
+        try requireBench()
+        let mf = try ModelFile.openGGUF(try EditingPaths.requireModel())
+        guard FileManager.default.fileExists(atPath: EditingPaths.wikitext) else { throw XCTSkip("no WikiText") }
+        let layer = 8, n = 100_000, hash = mf.provenance.sourceSHA256
+        let t0 = Date()
+        let wiki = try CorpusSampler.fromFiles([EditingPaths.wikitext], tokenizer: mf.tokenizer, chunkTokens: 256, maxTokens: n)
+        print("[stats-bench] tokenized \(wiki.tokenCount) WikiText tokens in \(Date().timeIntervalSince(t0)) s")
+        // Model-sampled: 782 texts of 1 seed token + 127 sampled = 100,096 tokens (cached in /tmp between runs).
+        let settings = CorpusSampler.SamplingSettings(texts: 782, tokensPerText: 127, seed: 0, batchSize: 128)
+        let cachePath = NSTemporaryDirectory() + "scalpel-sampled-782x127-seed0.json"
+        let sampled: TokenCorpus
+        if let data = FileManager.default.contents(atPath: cachePath),
+           let d = try JSONSerialization.jsonObject(with: data) as? [String: Any],
+           let seqs = d["sequences"] as? [[Int]], let h = d["sha256"] as? String, let desc = d["description"] as? String {
+            var c = TokenCorpus(sequences: seqs, settings: "", description: desc)
+            c.sha256 = h
+            sampled = c
+        } else {
+            let t1 = Date()
+            sampled = try CorpusSampler.sample(model: mf.model, tokenizer: mf.tokenizer, settings: settings) { done, total in
+                if done % 128 == 0 || done == total { print("[stats-bench] sampled \(done)/\(total) texts") }
+            }
+            let ts = Date().timeIntervalSince(t1)
+            print("[stats-bench] sampled \(sampled.tokenCount) tokens in \(ts) s (\(Double(sampled.tokenCount) / ts) tokens/s)")
+            let json: [String: Any] = ["sequences": sampled.sequences, "sha256": sampled.sha256, "description": sampled.description]
+            try JSONSerialization.data(withJSONObject: json).write(to: URL(fileURLWithPath: cachePath))
+        }
+        print("[stats-bench] sample text: \(mf.tokenizer.decode(sampled.sequences[0]).prefix(300))")
+        func stats(_ c: TokenCorpus) throws -> (KeyStatistics, Double) {
+            let t = Date()
+            let s = try StatisticsCollector.collect(model: mf.model, modelSHA256: hash, layer: layer, corpus: c)
+            return (s, Date().timeIntervalSince(t))
+        }
+        func halves(_ c: TokenCorpus) -> (TokenCorpus, TokenCorpus) { let s = c.shards(2); return (s[0], s[1]) }
+        let (w, tw) = try stats(wiki), (s, tsd) = try stats(sampled)
+        print("[stats-bench] collected WikiText \(w.count) tokens in \(tw) s (\(Double(w.count) / tw) tokens/s); "
+              + "sampled \(s.count) tokens in \(tsd) s (\(Double(s.count) / tsd) tokens/s)")
+        let (w1, w2) = halves(wiki), (s1, s2) = halves(sampled)
+        let (sw1, _) = try stats(w1), (sw2, _) = try stats(w2), (ss1, _) = try stats(s1), (ss2, _) = try stats(s2)
+        for centered in [false, true] {
+            print("[stats-bench] centered=\(centered): ‖C_sampled − C_wiki‖/‖C_wiki‖ = \(s.relativeFrobeniusDifference(to: w, centered: centered)); "
+                  + "WikiText half vs half = \(sw1.relativeFrobeniusDifference(to: sw2, centered: centered)); "
+                  + "sampled half vs half = \(ss1.relativeFrobeniusDifference(to: ss2, centered: centered)); "
+                  + "WikiText half vs all = \(sw1.relativeFrobeniusDifference(to: w, centered: centered))")
+        }
+        // What ROME uses: the direction C⁻¹ k for keys k of held-out WikiText tokens.
+        let f = w.dimension
+        let held = Array(mf.tokenizer.encode(try String(contentsOfFile: EditingPaths.wikitext, encoding: .utf8)).suffix(2048))
+        var keys: [[Double]] = []
+        var hooks = Hooks()
+        hooks.add(HookPoint(layer, .mlpPost)) { a in
+            for r in stride(from: 50, to: a.layout.rows, by: 200) { keys.append((0..<f).map { Double(a.data[r * f + $0]) }) }
+        }
+        _ = try mf.model.forward([Array(held.prefix(1024)), Array(held.suffix(1024))], hooks: hooks, logitRows: .none, upTo: layer + 1)
+        func cosines(_ a: KeyStatistics, _ b: KeyStatistics) throws -> [Double] {
+            let ca = a.covariance(), cb = b.covariance()
+            return try keys.map { k in
+                let x = try LAPACK.choleskySolve(ca, k, n: f), y = try LAPACK.choleskySolve(cb, k, n: f)
+                var dot = 0.0, nx = 0.0, ny = 0.0
+                for i in 0..<f { dot += x[i] * y[i]; nx += x[i] * x[i]; ny += y[i] * y[i] }
+                return dot / (nx * ny).squareRoot()
+            }
+        }
+        func summary(_ v: [Double]) -> String {
+            let m = v.reduce(0, +) / Double(v.count)
+            return String(format: "mean %.4f min %.4f (n=%d)", m, v.min() ?? 0, v.count)
+        }
+        print("[stats-bench] cos(C_wiki⁻¹k, C_sampled⁻¹k): \(summary(try cosines(w, s))); "
+              + "WikiText halves: \(summary(try cosines(sw1, sw2))); sampled halves: \(summary(try cosines(ss1, ss2)))")
+        let dir = NSTemporaryDirectory() + "scalpel-stats-bench"
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try StatsStore.write([w], to: dir + "/wikitext.stats.h5")
+        try StatsStore.write([s], to: dir + "/sampled.stats.h5")
+        let size = (try FileManager.default.attributesOfItem(atPath: dir + "/sampled.stats.h5")[.size] as? Int) ?? 0
+        print("[stats-bench] stats file for one layer: \(size) bytes")
+    }
 }

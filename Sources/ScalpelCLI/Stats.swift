@@ -1,0 +1,99 @@
+import ArgumentParser
+import Foundation
+import Editing
+import Llama
+
+struct StatsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "stats",
+        abstract: "Key statistics C = E[k kᵀ] of MLP keys (blocks.{l}.mlp.hook_post) for ROME.",
+        subcommands: [Collect.self, Merge.self, Show.self],
+        defaultSubcommand: Collect.self)
+
+    struct Collect: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Collect statistics of one or more layers over a corpus.")
+        @OptionGroup var model: ModelOptions
+        @Option(name: .customLong("layer"), help: "Layer(s) to collect (repeat for several; one pass).") var layers: [Int]
+        @Option(help: "Corpus files (.txt, .jsonl, .json with a \"text\" field); default: text sampled from the model.")
+        var corpus: [String] = []
+        @Option(help: "Texts sampled from the model (default corpus).") var texts: Int = 800
+        @Option(help: "Tokens per sampled text.") var tokensPerText: Int = 128
+        @Option(help: "Seed for sampling.") var seed: UInt64 = 0
+        @Option(help: "Use only this shard (i/n) of the corpus, for parallel jobs merged later, e.g. 0/4.") var shard: String?
+        @Option(help: "Output file (default: beside the model). Existing layers in it are replaced.") var out: String?
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() throws {
+            let m = try model.open()
+            guard !layers.isEmpty else { throw ValidationError("give --layer") }
+            for l in layers where !(0..<m.config.layers).contains(l) {
+                throw EditingError.layerOutOfRange(layer: l, layers: m.config.layers)
+            }
+            var corpusData: TokenCorpus
+            if corpus.isEmpty {
+                var s = CorpusSampler.SamplingSettings()
+                s.texts = texts; s.tokensPerText = tokensPerText; s.seed = seed
+                let bar = ProgressBar(label: "sample", quiet: json)
+                corpusData = try CorpusSampler.sample(model: m.model, tokenizer: m.tokenizer, settings: s) { bar.update($0, $1, unit: "texts") }
+                bar.finish()
+            } else {
+                corpusData = try CorpusSampler.fromFiles(corpus, tokenizer: m.tokenizer)
+            }
+            if let shard {
+                let parts = shard.split(separator: "/").compactMap { Int($0) }
+                guard parts.count == 2, parts[1] > 0, (0..<parts[1]).contains(parts[0]) else {
+                    throw ValidationError("--shard must be i/n with 0 ≤ i < n")
+                }
+                corpusData = corpusData.shards(parts[1])[parts[0]]
+            }
+            let bar = ProgressBar(label: "stats", quiet: json)
+            var options = CollectionOptions()
+            options.toolVersion = ScalpelVersion.string
+            let t0 = Date()
+            let stats = try StatisticsCollector.collect(model: m.model, modelSHA256: m.provenance.sourceSHA256, layers: layers,
+                                                        corpus: corpusData, options: options) {
+                bar.update($0.tokensDone, $0.tokensTotal, unit: "tokens")
+            }
+            bar.finish()
+            let seconds = Date().timeIntervalSince(t0)
+            let path = out ?? StatsStore.defaultPath(forModel: m.path)
+            try StatsStore.save(stats, to: path)
+            if json {
+                return try printJSON(["path": path, "layers": layers, "tokens": corpusData.tokenCount, "seconds": seconds,
+                                      "tokens_per_second": Double(corpusData.tokenCount) / seconds,
+                                      "corpus_sha256": corpusData.sha256, "corpus": corpusData.description,
+                                      "stats_sha256": stats.map(\.hash)])
+            }
+            print("\(path): layers \(layers.map(String.init).joined(separator: ", ")), \(corpusData.tokenCount) tokens, "
+                  + String(format: "%.1f s (%.0f tokens/s)", seconds, Double(corpusData.tokenCount) / seconds))
+        }
+    }
+
+    struct Merge: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Add up statistics shards (sums and counts).")
+        @Argument(help: "Shard files.") var shards: [String]
+        @Option(help: "Merged output file.") var out: String
+        func run() throws {
+            guard shards.count >= 1 else { throw ValidationError("give shard files") }
+            let merged = try StatsStore.merge(paths: shards, into: out)
+            print("\(out): " + merged.map { "layer \($0.layer) (\($0.count) tokens)" }.joined(separator: ", "))
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the statistics in a file with their provenance.")
+        @Argument(help: "A statistics file.") var path: String
+        @Flag(help: "Print JSON.") var json = false
+        func run() throws {
+            let all = try StatsStore.readAll(path: path)
+            let rows: [[String: Any]] = all.map {
+                ["layer": $0.layer, "hook": $0.hookName, "tokens": $0.count, "model_sha256": $0.modelSHA256,
+                 "corpus_sha256": $0.corpusSHA256, "corpus": $0.corpusDescription, "stats_sha256": $0.hash, "created": $0.created]
+            }
+            if json { return try printJSON(rows) }
+            for r in rows {
+                print("layer \(r["layer"]!)  \(r["tokens"]!) tokens  \(r["corpus"]!)\n    model \(r["model_sha256"]!)\n    stats \(r["stats_sha256"]!)")
+            }
+        }
+    }
+}
