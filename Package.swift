@@ -50,6 +50,6 @@ let package = Package(
         .testTarget(name: "HDF5StoreTests", dependencies: ["HDF5Store"], swiftSettings: swift5),
         .testTarget(name: "InterpTests", dependencies: ["Interp", "Llama"], swiftSettings: swift5),
         .testTarget(name: "LlamaTests", dependencies: ["Llama", "GGUF", "HDF5Store", "Linalg"], swiftSettings: swift5),
-        .testTarget(name: "EditingTests", dependencies: ["Editing", "Llama", "Interp", "HDF5Store"], swiftSettings: swift5),
+        .testTarget(name: "EditingTests", dependencies: ["Editing", "Llama", "Interp", "HDF5Store", "GGUF"], swiftSettings: swift5),
     ]
 )

@@ -6,8 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/fetch-model.sh
-python3 -c "import h5py, gguf" 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check h5py gguf 2>/dev/null \
-  || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages h5py gguf \
-  || echo "test: h5py/gguf unavailable; the interoperability tests will be skipped" >&2
+# Independent readers used by the interoperability tests (skipped, not failed, when unavailable).
+PY_READERS="h5py gguf numpy safetensors tokenizers"
+python3 -c "import h5py, gguf, numpy, safetensors, tokenizers" 2>/dev/null \
+  || python3 -m pip install --quiet --disable-pip-version-check $PY_READERS 2>/dev/null \
+  || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages $PY_READERS \
+  || echo "test: some Python readers are unavailable; their interoperability tests will be skipped" >&2
 swift build -c release -Xswiftc -enable-testing --build-tests
 swift test -c release -Xswiftc -enable-testing --skip-build "$@"

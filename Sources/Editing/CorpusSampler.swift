@@ -35,19 +35,20 @@ public struct TokenCorpus: Sendable, Equatable {
         return SHA256.hexString(h.finalize())
     }
 
-    /// Splits the sequences into `count` consecutive shards of about equal token counts (each its own corpus, for
-    /// collecting separately and merging with `StatsStore.merge`).
+    /// Splits the sequences into `min(count, sequences.count)` consecutive, non-empty shards of about equal token
+    /// counts (each its own corpus, for collecting separately and merging with `StatsStore.merge`).
     public func shards(_ count: Int) -> [TokenCorpus] {
         let n = max(1, min(count, sequences.count))
         let perShard = Double(tokenCount) / Double(n)
         var out: [TokenCorpus] = [], current: [[Int]] = [], tokens = 0
-        for s in sequences {
+        for (i, s) in sequences.enumerated() {
             current.append(s); tokens += s.count
-            if out.count < n - 1 && Double(tokens) >= perShard * Double(out.count + 1) {
+            let shardsLeft = n - out.count - 1, sequencesLeft = sequences.count - i - 1
+            if shardsLeft > 0 && (Double(tokens) >= perShard * Double(out.count + 1) || sequencesLeft == shardsLeft) {
                 out.append(shard(current, index: out.count, of: n)); current = []
             }
         }
-        if !current.isEmpty || out.count < n { out.append(shard(current, index: out.count, of: n)) }
+        out.append(shard(current, index: out.count, of: n))
         return out
     }
 
@@ -264,7 +265,7 @@ public enum CorpusSampler {
             let fileHash = (try? SHA256.hex(fileAt: path)) ?? "?"
             names.append("\((path as NSString).lastPathComponent) (sha256 \(fileHash.prefix(12)))")
             for text in texts {
-                let ids = tokenizer.encode(text, addBOS: false)
+                let ids = tokenize(text, tokenizer: tokenizer, limit: maxTokens.map { $0 - total })
                 var i = 0
                 while i < ids.count {
                     var n = min(body, ids.count - i)
@@ -282,5 +283,22 @@ public enum CorpusSampler {
         let settings = "files chunk_tokens=\(chunkTokens) max_tokens=\(maxTokens.map(String.init) ?? "all") "
             + "field=\(field) bos=\(bos.first.map(String.init) ?? "none")"
         return TokenCorpus(sequences: sequences, settings: settings, description: description)
+    }
+
+    /// Token ids of `text` (no BOS), encoded in blocks of about `blockBytes` bytes cut just after a newline that
+    /// is followed by a printable ASCII character. Pre-tokenizers never join a newline with the next word, so this
+    /// equals encoding the whole text; it lets a token `limit` stop early (at least `limit` tokens are returned when
+    /// the text has that many).
+    static func tokenize(_ text: String, tokenizer: Tokenizer, limit: Int?, blockBytes: Int = 1 << 16) -> [Int] {
+        let bytes = Array(text.utf8)
+        var out: [Int] = [], start = 0
+        while start < bytes.count {
+            var end = min(start + blockBytes, bytes.count)
+            while end < bytes.count && !(bytes[end - 1] == 0x0A && (0x21...0x7E).contains(bytes[end])) { end += 1 }
+            out += tokenizer.encode(String(decoding: bytes[start..<end], as: UTF8.self), addBOS: false)
+            if let limit, out.count >= limit { break }
+            start = end
+        }
+        return out
     }
 }

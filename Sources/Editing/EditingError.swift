@@ -39,6 +39,26 @@ public enum EditingError: Error, CustomStringConvertible, Equatable {
     /// An argument outside its domain (`name` = value; `reason`).
     case invalidArgument(name: String, reason: String)
 
+    // MARK: Checkpoint diffs
+
+    /// Two checkpoints do not share an architecture (each entry: "field: x in A, y in B").
+    case architectureMismatch(differences: [String])
+    /// A file of candidate subjects cannot be read.
+    case badCandidateFile(path: String, reason: String)
+
+    // MARK: Edit log
+
+    /// No entry `id` in the edit log of the store at `path` (`available`: the ids it has).
+    case editNotFound(id: String, path: String, available: [String])
+    /// The operation records edits in a Scalpel .h5 store, and `path` is not one (e.g. a .gguf without `--out`).
+    case storeRequired(path: String)
+    /// The edit log of the store at `path` does not verify (`problem`), so it is not modified.
+    case editLogCorrupt(path: String, problem: String)
+    /// The edit log of the store at `path` changed since the model was opened (another scalpel process wrote it).
+    case editLogChanged(path: String)
+    /// `scalpel audit` found problems (one line each).
+    case auditFailed(path: String, problems: [String])
+
     public var description: String {
         switch self {
         case let .fileNotFound(path): return "\(path): file not found"
@@ -59,6 +79,20 @@ public enum EditingError: Error, CustomStringConvertible, Equatable {
             return "\(path): no key statistics for layer \(layer) (layers present: \(have))"
         case let .statisticsCorrupt(path, problem): return "\(path): key statistics are damaged: \(problem)"
         case let .invalidArgument(name, reason): return "invalid \(name): \(reason)"
+        case let .editNotFound(id, path, available):
+            let have = available.isEmpty ? "the log is empty" : "entries: " + available.joined(separator: ", ")
+            return "\(path): no edit \(id) (\(have))"
+        case let .storeRequired(path):
+            return "\(path): edits are recorded in a Scalpel .h5 store, and this is not one "
+                + "(edit with --out NEW.h5 to import it into a new store, or run `scalpel import` first)"
+        case let .editLogCorrupt(path, problem): return "\(path): the edit log does not verify: \(problem)"
+        case let .editLogChanged(path): return "\(path): the edit log changed since the model was opened"
+        case let .auditFailed(path, problems):
+            return "\(path): audit failed (\(problems.count) problem\(problems.count == 1 ? "" : "s")):\n"
+                + problems.map { "  " + $0 }.joined(separator: "\n")
+        case let .architectureMismatch(differences):
+            return "the checkpoints have different architectures (\(differences.joined(separator: "; ")))"
+        case let .badCandidateFile(path, reason): return "\(path): \(reason)"
         }
     }
 
@@ -85,6 +119,14 @@ public enum EditingError: Error, CustomStringConvertible, Equatable {
         case .statisticsNotFound: return "collect statistics for this layer first"
         case .statisticsCorrupt: return "delete the file and collect the statistics again"
         case .invalidArgument: return nil
+        case .editNotFound: return "`scalpel log --model STORE` lists the edits"
+        case .storeRequired: return "give --out NEW.h5 to import the model into a store that records the edits"
+        case .editLogCorrupt: return "`scalpel audit --model STORE` shows what does not verify; the store is left as it is"
+        case .editLogChanged: return "run the command again (it reads the current log)"
+        case .auditFailed: return "each line names what does not verify; base weights and entries are never repaired automatically"
+        case .architectureMismatch: return "diff compares two checkpoints of the same model (e.g. before and after an edit)"
+        case .badCandidateFile:
+            return "give a JSON array of strings, or of objects with \"subject\" (known_1000, CounterFact), or one subject per line"
         }
     }
 }

@@ -267,7 +267,6 @@ public final class StatisticsCollector {
             while i < all.count && (batch.isEmpty || rows + all[i].count <= options.rowsPerBatch) {
                 batch.append(Array(all[i])); rows += all[i].count; i += 1
             }
-            try model.validate(batch)
             var hooks = Hooks()
             for l in layers {
                 let acc = accumulators[l]!

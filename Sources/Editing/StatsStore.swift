@@ -1,5 +1,6 @@
 import Foundation
 import HDF5Store
+import Llama
 
 /// Key statistics on disk, in HDF5 (readable with h5py / h5dump):
 ///
@@ -16,7 +17,8 @@ public enum StatsStore {
     public static let format = "scalpel-key-statistics"
     public static let formatVersion = 1
 
-    /// `DIR/NAME.stats.h5` for the model `DIR/NAME.EXT`.
+    /// `DIR/NAME.stats.h5` for the model `DIR/NAME.EXT` (so `weights/M.Q4_1.gguf` → `weights/M.Q4_1.stats.h5`, and
+    /// its imported store `weights/M.h5` → `weights/M.stats.h5`; both hold statistics for the same source hash).
     public static func defaultPath(forModel modelPath: String) -> String {
         ((modelPath as NSString).deletingPathExtension as String) + ".stats.h5"
     }
@@ -36,24 +38,21 @@ public enum StatsStore {
         }
     }
 
-    /// Adds `stats` to the file at `path` (created when missing), replacing statistics of the same layers. Throws
-    /// `statisticsMismatch` when the file holds statistics of another model (one file serves one model).
+    /// Adds `stats` to the file at `path` (created when missing), replacing statistics of the same layers; the file
+    /// is rewritten atomically (HDF5 files do not shrink when a group is deleted). Throws `statisticsMismatch` when
+    /// the file holds statistics of another model (one file serves one model).
     public static func save(_ stats: [KeyStatistics], to path: String) throws {
         try requireDistinctLayers(stats)
         guard FileManager.default.fileExists(atPath: path) else { return try write(stats, to: path) }
-        let existing = try summaries(path: path)
+        let existing = try readAll(path: path)
         for s in stats {
             if let other = existing.first(where: { $0.modelSHA256 != s.modelSHA256 }) {
                 throw EditingError.statisticsMismatch(field: "model_sha256", expected: s.modelSHA256,
                                                       found: other.modelSHA256, source: "\(path) layer \(other.layer)")
             }
         }
-        try HDF5File.updateAtomically(at: path) { file in
-            for s in stats {
-                if file.root.exists(groupName(layer: s.layer)) { try file.root.group("stats").delete("layer_\(s.layer)") }
-                try writeGroup(s, in: file)
-            }
-        }
+        let replaced = Set(stats.map(\.layer))
+        try write((existing.filter { !replaced.contains($0.layer) } + stats).sorted { $0.layer < $1.layer }, to: path)
     }
 
     private static func requireDistinctLayers(_ stats: [KeyStatistics]) throws {
@@ -216,6 +215,13 @@ public enum StatsStore {
         return stats
     }
 
+    /// Loads `layer`'s statistics for `model` from `path` (default: `defaultPath(forModel: model.path)`), checked
+    /// against the model's source hash and key width.
+    public static func load(for model: ModelFile, layer: Int, path: String? = nil) throws -> KeyStatistics {
+        try load(path: path ?? defaultPath(forModel: model.path), layer: layer,
+                 modelSHA256: model.provenance.sourceSHA256, dimension: model.config.ffnDim)
+    }
+
     // MARK: Merging shards
 
     /// Merges statistics files collected on shards of a corpus into one file at `into` (sums and counts add, shard
@@ -226,7 +232,9 @@ public enum StatsStore {
         guard !paths.isEmpty else { throw EditingError.invalidArgument(name: "paths", reason: "no file to merge") }
         let shards = try paths.map { try readAll(path: $0) }
         let layers = shards[0].map(\.layer)
-        guard !layers.isEmpty else { throw EditingError.statisticsNotFound(path: paths[0], layer: -1, available: []) }
+        guard !layers.isEmpty else {
+            throw EditingError.invalidArgument(name: "shards", reason: "\(paths[0]) holds no statistics")
+        }
         for (p, s) in zip(paths, shards) where s.map(\.layer) != layers {
             throw EditingError.invalidArgument(name: "shards",
                                                reason: "\(p) holds layers \(s.map(\.layer)), \(paths[0]) holds \(layers)")

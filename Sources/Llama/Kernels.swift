@@ -11,9 +11,14 @@ public func uninitializedFloats(_ count: Int) -> [Float] {
 
 public enum Kernels {
     /// Splits rows 0..<n over the cores when the work is large enough to pay for the hand-off.
+    static let elementwiseThreads: Int = {
+        if let s = ProcessInfo.processInfo.environment["SCALPEL_ELEMENTWISE_THREADS"], let n = Int(s), n > 0 { return n }
+        return ProcessInfo.processInfo.activeProcessorCount
+    }()
+
     @inline(__always)
     static func parallelRows(_ n: Int, work: Int, _ body: (Range<Int>) -> Void) {
-        let parts = work >= 1 << 16 ? min(ProcessInfo.processInfo.activeProcessorCount, n) : 1
+        let parts = work >= 1 << 16 ? min(elementwiseThreads, n) : 1
         if parts <= 1 { body(0..<n); return }
         DispatchQueue.concurrentPerform(iterations: parts) { p in
             body((n * p / parts)..<(n * (p + 1) / parts))

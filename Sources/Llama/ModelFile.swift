@@ -26,6 +26,12 @@ public final class ModelFile {
     /// Raw GGUF metadata when loaded from GGUF (kept for export), else from the store.
     public let metadata: [(key: String, value: GGUFValue)]
     public var config: LlamaConfig { model.config }
+    /// Ids of the edit-log entries applied to the base weights when the model was opened from a store, in order.
+    public internal(set) var appliedEdits: [String] = []
+    /// `/edits@log_sha256` of the log whose active entries were applied (nil: no log, or opened without edits).
+    public internal(set) var editLogSHA256: String?
+    /// True when opened from a store with an edit log without applying it (`ModelFile.openStore(_:applyEdits: false)`).
+    public internal(set) var baseOnly = false
 
     init(path: String, model: LlamaModel, tokenizer: Tokenizer, provenance: ModelProvenance,
          metadata: [(key: String, value: GGUFValue)]) {

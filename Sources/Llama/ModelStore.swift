@@ -13,7 +13,10 @@ import Hashing
 ///   every GGUF key except the tokenizer arrays)
 /// - `/tokenizer`: datasets tokens, merges (strings), token_types (int32); attributes model, pre, bos_id, eos_id,
 ///   unknown_id (−1 = none), add_bos
-/// - `/weights/{gguf tensor name}`: float32, row-major [out, in] (vectors [n]), chunked, shuffle+deflate
+/// - `/weights/{gguf tensor name}`: float32, row-major [out, in] (vectors [n]), chunked, shuffle+deflate; attribute
+///   `sha256` = SHA-256 of the float32 values (written at import, added at the first edit for older stores)
+/// - `/edits`: the edit log (see `EditLogReader.swift`). Edits never modify `/weights`; `ModelFile.open` applies the
+///   active entries to the base weights.
 public enum ModelStore {
     public static let format = "scalpel-model"
     public static let formatVersion = 1
@@ -61,12 +64,70 @@ public enum ModelStore {
         }
     }
 
-    /// Writes every parameter as a float32 dataset named by its GGUF name.
+    /// Writes every parameter as a float32 dataset named by its GGUF name, with its `sha256` attribute.
     public static func writeWeights(_ w: LlamaWeights, to g: HDF5Group, progress: ((Int, Int) -> Void)? = nil) throws {
         let params = LlamaParameter.all(w.config)
         for (i, p) in params.enumerated() {
-            try w.withParameter(p) { try g.write(UnsafeBufferPointer($0), shape: p.shape(w.config), to: p.ggufName) }
+            let hash = try w.withParameter(p) { v -> String in
+                try g.write(UnsafeBufferPointer(v), shape: p.shape(w.config), to: p.ggufName)
+                return SHA256.hex(UnsafeRawBufferPointer(v))
+            }
+            try g.dataset(p.ggufName).setAttribute(weightHashAttribute, hash)
             progress?(i + 1, params.count)
+        }
+    }
+
+    /// Attribute of each `/weights/*` dataset holding the SHA-256 of its float32 values.
+    public static let weightHashAttribute = "sha256"
+
+    /// SHA-256 of the float32 bytes of parameter `p` of `w` (what `/weights/{name}@sha256` records).
+    public static func weightSHA256(_ w: LlamaWeights, _ p: LlamaParameter) -> String {
+        w.withParameter(p) { SHA256.hex(UnsafeRawBufferPointer($0)) }
+    }
+
+    /// Adds the `sha256` attribute to every `/weights/*` dataset of a store open for writing that lacks one (stores
+    /// imported before hashes were recorded), computing it from the stored values. Returns how many were added.
+    @discardableResult
+    public static func recordWeightHashes(in h5: HDF5File) throws -> Int {
+        let g = try h5.root.group("weights")
+        var added = 0
+        for name in try g.memberNames() where try g.kind(of: name) == .dataset {
+            let d = try g.dataset(name)
+            if d.hasAttribute(weightHashAttribute) { continue }
+            try d.setAttribute(weightHashAttribute, try d.valuesSHA256())
+            added += 1
+        }
+        return added
+    }
+
+    /// Writes a new store at `out` (atomically) holding `weights`, `tokenizer` and `provenance` — for models built
+    /// in memory (synthetic test models, conversions). `importGGUF` is the usual way to make a store.
+    public static func create(at out: String, weights: LlamaWeights, tokenizer: Tokenizer, provenance: ModelProvenance,
+                              toolVersion: String) throws {
+        try HDF5File.createAtomically(at: out) { h5 in
+            let root = h5.root
+            try root.setAttribute("format", format)
+            try root.setAttribute("format_version", formatVersion)
+            try root.setAttribute("architecture", "llama")
+            try root.setAttribute("tool_version", toolVersion)
+            try root.setAttribute("created", ISO8601DateFormatter().string(from: Date()))
+            try writeConfig(weights.config, to: try root.createGroup("config"))
+            let pg = try root.createGroup("provenance")
+            try pg.setAttribute("source_file", provenance.sourceFile)
+            try pg.setAttribute("source_size", provenance.sourceSize)
+            try pg.setAttribute("source_sha256", provenance.sourceSHA256)
+            try pg.setAttribute("quantization", String(decoding: try JSONEncoder().encode(provenance.quantization), as: UTF8.self))
+            let tg = try root.createGroup("tokenizer")
+            try tg.writeStrings(tokenizer.vocabulary, to: "tokens")
+            try tg.writeStrings(tokenizer.mergeList, to: "merges")
+            try tg.write(tokenizer.tokenTypes.map { Int32($0) }, shape: [tokenizer.vocabularySize], to: "token_types")
+            try tg.setAttribute("model", "gpt2")
+            try tg.setAttribute("pre", tokenizer.preName)
+            try tg.setAttribute("bos_id", tokenizer.bosID ?? -1)
+            try tg.setAttribute("eos_id", tokenizer.eosID ?? -1)
+            try tg.setAttribute("unknown_id", tokenizer.unknownID ?? -1)
+            try tg.setAttribute("add_bos", tokenizer.addBOS)
+            try writeWeights(weights, to: try root.createGroup("weights"))
         }
     }
 
@@ -77,6 +138,11 @@ public enum ModelStore {
         try g.setAttribute("vocab_size", c.vocabSize); try g.setAttribute("context_length", c.contextLength)
         try g.setAttribute("rope_base", Double(c.ropeBase)); try g.setAttribute("rms_eps", Double(c.rmsEps))
         try g.setAttribute("tied_embeddings", c.tiedEmbeddings)
+    }
+
+    /// The model configuration of an open store.
+    public static func configuration(_ h5: HDF5File) throws -> LlamaConfig {
+        try readConfig(try h5.root.group("config"))
     }
 
     static func readConfig(_ g: HDF5Group) throws -> LlamaConfig {
@@ -133,18 +199,37 @@ public enum ModelStore {
 }
 
 extension ModelFile {
-    /// Opens a Scalpel HDF5 model store.
-    static func openStore(_ path: String) throws -> ModelFile {
+    /// Opens a Scalpel HDF5 model store: the base weights with the active entries of its edit log applied in id order
+    /// (the effective model; `appliedEdits` lists them). Throws `LlamaError.storeCorrupt` when the log does not
+    /// verify (an entry altered or removed outside Scalpel): a model is never silently run with tampered edits.
+    /// - Parameter applyEdits: false opens the base weights only (for `scalpel audit`, which checks the log itself).
+    public static func openStore(_ path: String, applyEdits: Bool = true) throws -> ModelFile {
         let h5 = try HDF5File(openingForReading: path)
+        defer { try? h5.close() }
         let (config, tokenizer, prov, meta) = try ModelStore.readHeader(h5)
         let weights = try ModelStore.readWeights(h5, config: config)
-        return ModelFile(path: path, model: LlamaModel(weights: weights), tokenizer: tokenizer, provenance: prov, metadata: meta)
+        var applied: [String] = [], logHash: String? = nil
+        let log = try EditLogReader.read(h5)
+        if applyEdits && !log.isEmpty {
+            try log.requireIntact(config: config, path: path)
+            applied = try EditLogReader.applyActive(log, to: weights)
+            logHash = log.storedLogSHA256
+        }
+        let m = ModelFile(path: path, model: LlamaModel(weights: weights), tokenizer: tokenizer, provenance: prov, metadata: meta)
+        m.appliedEdits = applied
+        m.editLogSHA256 = applyEdits ? logHash : nil
+        m.baseOnly = !applyEdits && !log.isEmpty
+        return m
     }
 }
 
 extension ModelStore {
     /// Writes a store at `out` holding `model`'s current values of `changed` parameters and everything else from the
     /// store (or GGUF) it was opened from. Atomic: `out` appears complete or not at all.
+    ///
+    /// This bakes the model's current weights into new base weights: any edit log of the source store is dropped
+    /// from the copy (its edits are part of the new base; keeping the log would apply them twice), and the changed
+    /// weights' `sha256` attributes are rewritten. `scalpel edit` records edits in the log instead.
     public static func saveEdited(_ model: ModelFile, changed: [LlamaParameter], to out: String, toolVersion: String,
                                   note: String? = nil) throws {
         let fm = FileManager.default
@@ -164,10 +249,15 @@ extension ModelStore {
             }
             let h5 = try HDF5File(openingForWriting: temp)
             let g = try h5.root.group("weights")
-            for p in changed {
+            let baked = h5.root.exists(EditLogSchema.groupName)
+            if baked { try h5.root.delete(EditLogSchema.groupName) }
+            // With a log, every applied edit changed some weight: rewrite all of them so the new base is the model.
+            let params = baked ? LlamaParameter.all(model.config) : changed
+            for p in params {
                 try model.model.weights.withParameter(p) {
                     try g.write(UnsafeBufferPointer($0), shape: p.shape(model.config), to: p.ggufName,
                                 options: HDF5WriteOptions(overwrite: true))
+                    try g.dataset(p.ggufName).setAttribute(weightHashAttribute, SHA256.hex(UnsafeRawBufferPointer($0)))
                 }
             }
             if let note { try h5.root.setAttribute("note", note) }

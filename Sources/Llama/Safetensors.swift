@@ -597,7 +597,7 @@ public enum HuggingFaceTokenizer {
         s += "  \"decoder\": {\"type\": \"ByteLevel\", \"add_prefix_space\": true, \"trim_offsets\": true, \"use_regex\": true},\n"
         s += "  \"model\": {\n    \"type\": \"BPE\",\n    \"dropout\": null,\n    \"unk_token\": null,\n"
         s += "    \"continuing_subword_prefix\": null,\n    \"end_of_word_suffix\": null,\n    \"fuse_unk\": false,\n"
-        s += "    \"byte_fallback\": false,\n    \"ignore_merges\": false,\n    \"vocab\": {\n"
+        s += "    \"byte_fallback\": false,\n    \"vocab\": {\n"
         s += vocab.map { "      \(quote($0.0)): \($0.1)" }.joined(separator: ",\n")
         s += "\n    },\n    \"merges\": [\n"
         // "left right" strings (readable by every tokenizers version) unless an operand contains a space.
@@ -776,7 +776,7 @@ extension ModelFile {
         var config = try LlamaConfig(huggingFace: json, path: configPath)
         let files = try filePaths.map { try SafetensorsFile(path: $0) }
         // No tie_word_embeddings and no lm_head: the head is the embedding (rather than randomly initialised).
-        if json["tie_word_embeddings"] == nil, !files.contains(where: { $0.tensor(LlamaParameter.output.huggingFaceName) != nil }) {
+        if json["tie_word_embeddings"] == nil || json["tie_word_embeddings"] is NSNull, !files.contains(where: { $0.tensor(LlamaParameter.output.huggingFaceName) != nil }) {
             config.tiedEmbeddings = true
         }
         let source = try SafetensorsCheckpoint(files: files, config: config, sourcePath: path)

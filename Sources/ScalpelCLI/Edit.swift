@@ -7,7 +7,13 @@ import Llama
 struct EditCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "edit",
-        abstract: "Rewrite facts with ROME: a rank-one update of one MLP's output matrix per request.")
+        abstract: "Rewrite facts with ROME: a rank-one update of one MLP's output matrix per request.",
+        discussion: """
+            Each edit is appended to the edit log of the model store (/edits), one atomic transaction per edit; the \
+            base weights are never modified, and `scalpel log`, `revert`, `reapply` and `audit` work on the log. \
+            --model M.h5 records in place; --out NEW.h5 records in a new copy (required for a .gguf, which is \
+            imported first). --dry-run computes and reports without writing anything.
+            """)
     @OptionGroup var model: ModelOptions
     @Argument(help: "Edit request files (JSON object, array or JSON Lines; CounterFact records accepted).")
     var requests: [String]
@@ -18,13 +24,22 @@ struct EditCommand: ParsableCommand {
     @Option(help: "Adam steps for v*.") var steps: Int = 20
     @Flag(help: "Original ROME update (bare-prompt key in the denominator) instead of r-ROME's consistent k*.")
     var originalRome = false
-    @Option(help: "Write the edited model to this .h5 store.") var out: String?
+    @Option(help: "Record the edits in this new .h5 store (a copy of the model's store, or the imported .gguf) instead of in place.")
+    var out: String?
+    @Flag(help: "Compute and report the edits without recording them.") var dryRun = false
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
         guard !requests.isEmpty else { throw ValidationError("give at least one edit request file") }
         let list = try requests.flatMap { try EditRequest.load(path: $0) }
-        let m = try model.open()
+        let path = try model.model ?? ModelFile.defaultPath()
+        let isStore = ["h5", "hdf5"].contains((path as NSString).pathExtension.lowercased())
+        if !dryRun && !isStore && out == nil { throw EditingError.storeRequired(path: path) }
+        let m = try ModelFile.open(path)
+        let writer = dryRun ? nil : try EditLogWriter(model: m, out: out, toolVersion: ScalpelVersion.string)
+        if !json, !m.appliedEdits.isEmpty {
+            note("\(path): effective model = base + \(m.appliedEdits.count) active edit\(m.appliedEdits.count == 1 ? "" : "s") (\(m.appliedEdits.joined(separator: ", ")))")
+        }
         let layerIndex = try resolveLayer(m)
         var plan = StatisticsPlan(corpusFiles: corpus, path: stats)
         plan.sampling.texts = corpusTexts
@@ -33,21 +48,31 @@ struct EditCommand: ParsableCommand {
         var h = ROMEHyperParameters(layer: layerIndex)
         h.steps = steps
         h.consistentKey = !originalRome
-        var outcomes: [EditOutcome] = []
+        var outputs: [[String: Any]] = []
         for r in list {
             let bar = ProgressBar(label: "edit \(r.subject)", quiet: json)
-            let o = try session.edit(r, hparams: h, log: { if !json { note($0) } }, progress: { bar.update($1, $2, unit: $0) })
+            let (o, entry) = try session.editAndRecord(r, hparams: h, writer: writer, log: { if !json { note($0) } },
+                                                       progress: { bar.update($1, $2, unit: $0) })
             bar.finish()
-            outcomes.append(o)
             if !json { printOutcome(o) }
+            var item = outcomeJSON(o)
+            if let entry, let writer {
+                item["id"] = entry.id; item["store"] = writer.path; item["entry_sha256"] = entry.entrySHA256 ?? ""
+                item["weight_sha256_before"] = entry.weightSHA256Before; item["weight_sha256_after"] = entry.weightSHA256After
+                if !json {
+                    print("  logged as \(entry.id) in \(writer.path) (\(entry.parameter) sha256 "
+                          + "\(entry.weightSHA256Before.prefix(12))… → \(entry.weightSHA256After.prefix(12))…)")
+                }
+            }
+            outputs.append(item)
         }
-        if let out {
-            try ModelStore.saveEdited(m, changed: Array(Set(outcomes.map { LlamaParameter.wDown($0.result.layer) })), to: out,
-                                      toolVersion: ScalpelVersion.string,
-                                      note: "ROME edits: " + list.map { "\($0.subject) → \($0.targetNew)" }.joined(separator: "; "))
-            if !json { print("edited model written to \(out)") }
+        if json {
+            var d: [String: Any] = ["layer": layerIndex, "edits": outputs]
+            if let writer { d["store"] = writer.path; d["active"] = writer.activeIDs }
+            try printJSON(d)
+        } else if dryRun {
+            print("\ndry run: nothing was recorded")
         }
-        if json { try printJSON(["layer": layerIndex, "edits": outcomes.map(outcomeJSON)]) }
     }
 
     func resolveLayer(_ m: ModelFile) throws -> Int {
@@ -84,7 +109,7 @@ struct EditCommand: ParsableCommand {
         func pairs(_ xs: [EditScores.Pair]) -> [[String: Any]] {
             xs.map { ["prompt": $0.prompt, "p_new": $0.probNew, "p_true": $0.probTrue.isFinite ? $0.probTrue : NSNull()] }
         }
-        return ["request": o.request.json, "layer": o.result.layer, "losses": o.result.losses.map(Double.init),
+        return ["request": EditEntry.requestObject(o.request), "layer": o.result.layer, "losses": o.result.losses.map(Double.init),
                 "seconds": o.result.seconds, "delta_norm": Double(o.result.deltaNorm),
                 "before": ["rewrite": pairs(o.before.rewrite), "paraphrases": pairs(o.before.paraphrases),
                            "neighborhood": pairs(o.before.neighborhood)],

@@ -8,7 +8,10 @@ struct Scalpel: ParsableCommand {
         abstract: "Locate where a language model stores a fact, and rewrite it there.",
         version: ScalpelVersion.string,
         subcommands: [Fetch.self, Import.self, Inspect.self, Tokenize.self, Predict.self, Generate.self,
-                      TraceCommand.self, LocateCommand.self, EditCommand.self, EvalCommand.self, StatsCommand.self, ExportCommand.self])
+                      TraceCommand.self, LocateCommand.self, EditCommand.self,
+                      LogCommand.self, RevertCommand.self, ReapplyCommand.self, AuditCommand.self,
+                      EvalCommand.self, StatsCommand.self, ExportCommand.self,
+                      DiffCommand.self])
 }
 
 enum ScalpelVersion {

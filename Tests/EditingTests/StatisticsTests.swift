@@ -187,6 +187,10 @@ final class StatisticsTests: XCTestCase {
         XCTAssertEqual(shards.count, 3)
         XCTAssertEqual(shards.flatMap(\.sequences), whole.sequences)
         XCTAssertEqual(Set(shards.map(\.sha256)).count, 3)
+        let skewed = corpus([[1], [2], Array(repeating: 3, count: 100), [4]]).shards(3)
+        XCTAssertEqual(skewed.map(\.sequences.count), [2, 1, 1])
+        XCTAssertEqual(corpus([[1], [2]]).shards(5).count, 2)
+        XCTAssertEqual(corpus([]).shards(2).map(\.tokenCount), [0])
 
         let dir = try EditingPaths.tempDir(self)
         var paths: [String] = []
@@ -374,6 +378,12 @@ final class StatisticsTests: XCTestCase {
         let c = try CorpusSampler.fromFiles([txt], tokenizer: tok, chunkTokens: 10)
         let ids = tok.encode("The cat sat on the mat. It was warm.\nHe said hello.")
         XCTAssertEqual(c.sequences.flatMap { $0 }, ids)
+        let multi = String(repeating: "The cat sat.\n  It was warm, he said.\n\nOn a mat.\n", count: 20)
+        for block in [1, 7, 30, 1 << 16] {
+            XCTAssertEqual(CorpusSampler.tokenize(multi, tokenizer: tok, limit: nil, blockBytes: block),
+                           tok.encode(multi, addBOS: false))
+        }
+        XCTAssertGreaterThanOrEqual(CorpusSampler.tokenize(multi, tokenizer: tok, limit: 50, blockBytes: 10).count, 50)
         XCTAssertTrue(c.sequences.dropLast().allSatisfy { $0.count == 10 })
         XCTAssertTrue(c.description.contains("a.txt"))
         let capped = try CorpusSampler.fromFiles([txt], tokenizer: tok, chunkTokens: 10, maxTokens: 25)
@@ -466,20 +476,27 @@ final class StatisticsTests: XCTestCase {
     func testRealModelStatisticsArePositiveDefinite() throws {
         let path = try EditingPaths.requireModel()
         let mf = try ModelFile.openGGUF(path)
-        let t0 = Date()
-        let corpus = try CorpusSampler.sample(model: mf.model, tokenizer: mf.tokenizer,
+        // 2,048 tokens: WikiText when the shared data is there, else text sampled from the model (slower).
+        let corpus: TokenCorpus
+        if FileManager.default.fileExists(atPath: EditingPaths.wikitext) {
+            corpus = try CorpusSampler.fromFiles([EditingPaths.wikitext], tokenizer: mf.tokenizer, chunkTokens: 256,
+                                                 maxTokens: 2048)
+        } else {
+            corpus = try CorpusSampler.sample(model: mf.model, tokenizer: mf.tokenizer,
                                               settings: .init(texts: 16, tokensPerText: 127, seed: 1, batchSize: 16))
+        }
         XCTAssertEqual(corpus.tokenCount, 2048)
-        let tSample = Date().timeIntervalSince(t0)
         let t1 = Date()
         let stats = try StatisticsCollector.collect(model: mf.model, modelSHA256: mf.provenance.sourceSHA256, layer: 8,
                                                     corpus: corpus)
         let tCollect = Date().timeIntervalSince(t1)
-        print("[stats] real model: sampled 2048 tokens in \(tSample) s; collected layer 8 in \(tCollect) s "
+        print("[stats] real model: collected layer 8 over \(stats.count) tokens in \(tCollect) s "
               + "(\(Double(stats.count) / tCollect) tokens/s)")
         XCTAssertEqual(stats.count, 2048)
         XCTAssertEqual(stats.dimension, 1536)
+        XCTAssertEqual(stats.hookName, "blocks.8.mlp.hook_post")
         XCTAssertEqual(stats.modelSHA256, ModelFile.defaultGGUFSHA256)
+        XCTAssertEqual(stats.corpusSHA256, corpus.sha256)
         XCTAssertEqual(stats.asymmetry, 0)
         let c = stats.covariance()
         for i in 0..<1536 { XCTAssertGreaterThan(c[i * 1536 + i], 0) }
@@ -490,9 +507,30 @@ final class StatisticsTests: XCTestCase {
         // Round trip through the default file name in a temporary folder, loaded for the right model only.
         let dir = try EditingPaths.tempDir(self)
         let statsPath = StatsStore.defaultPath(forModel: dir + "/" + ModelFile.defaultGGUFName)
+        XCTAssertTrue(statsPath.hasSuffix("SmolLM2-135M-Instruct.Q4_1.stats.h5"))
         try StatsStore.write([stats], to: statsPath)
         XCTAssertEqual(try StatsStore.load(path: statsPath, layer: 8, modelSHA256: mf.provenance.sourceSHA256), stats)
         XCTAssertThrowsError(try StatsStore.load(path: statsPath, layer: 8, modelSHA256: modelHash))
+        XCTAssertThrowsError(try StatsStore.load(path: statsPath, layer: 7, modelSHA256: mf.provenance.sourceSHA256))
+    }
+
+    func testRealModelSampledTextAndBlockTokenization() throws {
+        let mf = try ModelFile.openGGUF(try EditingPaths.requireModel(), hash: false)
+        let settings = CorpusSampler.SamplingSettings(texts: 4, tokensPerText: 20, seed: 5)
+        let a = try CorpusSampler.sample(model: mf.model, tokenizer: mf.tokenizer, settings: settings)
+        XCTAssertEqual(a, try CorpusSampler.sample(model: mf.model, tokenizer: mf.tokenizer, settings: settings))
+        for (i, seq) in a.sequences.enumerated() {
+            let text = mf.tokenizer.decode(seq)
+            XCTAssertTrue(text.hasPrefix(CorpusSampler.neutralSeeds[i]), text)
+            XCTAssertFalse(seq.contains { mf.tokenizer.isControl($0) })
+            XCTAssertEqual(seq.count, mf.tokenizer.encode(CorpusSampler.neutralSeeds[i]).count + 20)
+        }
+        // Block-wise tokenization of a text file equals tokenizing it whole.
+        if let text = try? String(contentsOfFile: EditingPaths.wikitext, encoding: .utf8) {
+            let part = String(text.prefix(60_000))
+            XCTAssertEqual(CorpusSampler.tokenize(part, tokenizer: mf.tokenizer, limit: nil, blockBytes: 2048),
+                           mf.tokenizer.encode(part, addBOS: false))
+        }
     }
 }
 
@@ -563,15 +601,19 @@ final class StatisticsBenchmarks: XCTestCase {
         try requireBench()
         let mf = try ModelFile.openGGUF(try EditingPaths.requireModel())
         guard FileManager.default.fileExists(atPath: EditingPaths.wikitext) else { throw XCTSkip("no WikiText") }
-        for (chunk, rows) in [(256, 2048), (512, 2048), (256, 4096), (256, 1024), (128, 2048)] {
+        let shapes = (ProcessInfo.processInfo.environment["SCALPEL_STATS_SHAPES"] ?? "256x2048,512x2048,256x4096,256x1024")
+            .split(separator: ",").map { $0.split(separator: "x").map { Int($0)! } }.map { ($0[0], $0[1]) }
+        let layers = (ProcessInfo.processInfo.environment["SCALPEL_STATS_LAYERS"] ?? "8").split(separator: ",").map { Int($0)! }
+        for (chunk, rows) in shapes {
             var corpus = try CorpusSampler.fromFiles([EditingPaths.wikitext], tokenizer: mf.tokenizer, chunkTokens: chunk,
                                                      maxTokens: 51_200)
             let t = try time {
-                _ = try StatisticsCollector.collect(model: mf.model, modelSHA256: mf.provenance.sourceSHA256, layer: 8,
+                _ = try StatisticsCollector.collect(model: mf.model, modelSHA256: mf.provenance.sourceSHA256, layers: layers,
                                                     corpus: corpus, options: CollectionOptions(rowsPerBatch: rows))
             }
-            print("[stats-bench] layer 8, \(corpus.tokenCount) WikiText tokens, chunks \(chunk), \(rows) rows/batch: "
-                  + "\(t) s, \(Double(corpus.tokenCount) / t) tokens/s")
+            let load = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").first ?? "?"
+            print("[stats-bench] layers \(layers), \(corpus.tokenCount) WikiText tokens, chunks \(chunk), \(rows) rows/batch: "
+                  + "\(t) s, \(Double(corpus.tokenCount) / t) tokens/s (load average \(load))")
             corpus.sequences = []
         }
     }
@@ -612,11 +654,12 @@ final class StatisticsBenchmarks: XCTestCase {
             return (s, Date().timeIntervalSince(t))
         }
         func halves(_ c: TokenCorpus) -> (TokenCorpus, TokenCorpus) { let s = c.shards(2); return (s[0], s[1]) }
-        let (w, tw) = try stats(wiki), (s, tsd) = try stats(sampled)
+        let (w1, w2) = halves(wiki), (s1, s2) = halves(sampled)
+        let (sw1, tw1) = try stats(w1), (sw2, tw2) = try stats(w2), (ss1, ts1) = try stats(s1), (ss2, ts2) = try stats(s2)
+        let w = try sw1.merged(with: sw2), s = try ss1.merged(with: ss2)
+        let tw = tw1 + tw2, tsd = ts1 + ts2
         print("[stats-bench] collected WikiText \(w.count) tokens in \(tw) s (\(Double(w.count) / tw) tokens/s); "
               + "sampled \(s.count) tokens in \(tsd) s (\(Double(s.count) / tsd) tokens/s)")
-        let (w1, w2) = halves(wiki), (s1, s2) = halves(sampled)
-        let (sw1, _) = try stats(w1), (sw2, _) = try stats(w2), (ss1, _) = try stats(s1), (ss2, _) = try stats(s2)
         for centered in [false, true] {
             print("[stats-bench] centered=\(centered): ‖C_sampled − C_wiki‖/‖C_wiki‖ = \(s.relativeFrobeniusDifference(to: w, centered: centered)); "
                   + "WikiText half vs half = \(sw1.relativeFrobeniusDifference(to: sw2, centered: centered)); "

@@ -32,6 +32,12 @@ do {
         let batch = (0..<32).map { _ in (0..<10).map { _ in Int(rng.next() % 49152) } }
         let t = try bestTime(repeats: 10) { _ = try m.model.forward(batch) }
         emit(["batch_32x10_seconds": t])
+    case "study":
+        func arg(_ k: String) -> String? { args.firstIndex(of: k).map { args[args.index(after: $0)] } }
+        emit(try tracingStudy(try ModelFile.open(modelPath), knownPath: arg("--known") ?? "../shared/data/known_1000.json",
+                              ioiPath: arg("--ioi") ?? "../shared/data/ioi/ioi_dual_path_attribution.json",
+                              maxFacts: Int(arg("--facts") ?? "20") ?? 20, ioiPrompts: Int(arg("--ioi-prompts") ?? "20") ?? 20,
+                              svgDir: arg("--svg-dir")))
     case "load":
         let path = try modelPath ?? ModelFile.defaultPath()
         var times: [Double] = []
