@@ -20,7 +20,7 @@ $S trace --prompt "$PROMPT" --subject "Eiffel Tower" --svg out/eiffel-trace.svg 
 
 echo; echo "== 3. edit: The Eiffel Tower → Rome (layer from locate over built-in facts; statistics computed once)"
 rm -f weights/eiffel-rome.h5
-$S edit edits/eiffel-rome.json --layer auto --out weights/eiffel-rome.h5
+$S edit edits/eiffel-rome.json --layer auto --corpus-texts 300 --out weights/eiffel-rome.h5
 
 echo; echo "== 4. after the edit"
 $S predict --model weights/eiffel-rome.h5 --top 3 "$PROMPT"

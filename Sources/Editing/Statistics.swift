@@ -193,7 +193,7 @@ public struct CollectionProgress: Sendable {
     public var tokensPerSecond: Double { seconds > 0 ? Double(tokensDone) / seconds : 0 }
 }
 
-/// How a collection batches its work.
+/// How a collection batches and spreads its work.
 public struct CollectionOptions: Sendable {
     /// Rows (tokens) per forward pass: sequences (or pieces) are packed whole until the next would exceed it (one
     /// longer than this runs alone). Large batches keep the matrix products and the float64 rank-k updates efficient.
@@ -201,11 +201,22 @@ public struct CollectionOptions: Sendable {
     /// Sequences longer than this are split into consecutive pieces of at most this many tokens (each piece starts
     /// at position 0). Also capped at the model's context length.
     public var maxSequenceLength = 512
+    /// Forward passes run at once, each on its own batches with single-threaded BLAS (data parallelism avoids
+    /// BLAS's thread hand-offs and overlaps the element-wise work); nil = one per processor, at most 4. With more
+    /// than one, OpenBLAS is set to one thread process-wide during `accumulate` and restored after it. Batch i
+    /// always goes to worker i mod `workers` and workers' sums are added in order, so results are reproducible for a
+    /// given worker count (other counts differ in float64 rounding only).
+    public var workers: Int?
     /// Written into the statistics' provenance.
     public var toolVersion = "scalpel"
-    public init(rowsPerBatch: Int = 2048, maxSequenceLength: Int = 512, toolVersion: String = "scalpel") {
-        self.rowsPerBatch = rowsPerBatch; self.maxSequenceLength = maxSequenceLength; self.toolVersion = toolVersion
+    public init(rowsPerBatch: Int = 2048, maxSequenceLength: Int = 512, workers: Int? = nil,
+                toolVersion: String = "scalpel") {
+        self.rowsPerBatch = rowsPerBatch; self.maxSequenceLength = maxSequenceLength; self.workers = workers
+        self.toolVersion = toolVersion
     }
+
+    /// Workers used when `workers` is nil.
+    public static var automaticWorkers: Int { max(1, min(ProcessInfo.processInfo.activeProcessorCount, 4)) }
 }
 
 /// Accumulates key statistics of one or more layers by running the model up to the deepest one (no logits) over
@@ -218,7 +229,10 @@ public final class StatisticsCollector {
     public let options: CollectionOptions
     /// Tokens accumulated so far.
     public private(set) var tokenCount = 0
-    private let accumulators: [Int: Accumulator]
+    /// One accumulator per layer for each worker (grown on demand).
+    private var workerAccumulators: [[Int: Accumulator]] = []
+    /// Float64 keys of one batch, one per worker.
+    private var scratch: [Scratch] = []
 
     /// - Parameters:
     ///   - layers: layers whose `mlp.hook_post` keys to collect (one forward pass serves them all).
@@ -227,67 +241,109 @@ public final class StatisticsCollector {
         let c = model.config
         guard !layers.isEmpty else { throw EditingError.invalidArgument(name: "layers", reason: "no layer given") }
         for l in layers where l < 0 || l >= c.layers { throw EditingError.layerOutOfRange(layer: l, layers: c.layers) }
-        guard options.rowsPerBatch > 0, options.maxSequenceLength > 0 else {
-            throw EditingError.invalidArgument(name: "options", reason: "rowsPerBatch and maxSequenceLength must be positive")
+        guard options.rowsPerBatch > 0, options.maxSequenceLength > 0, (options.workers ?? 1) > 0 else {
+            throw EditingError.invalidArgument(name: "options",
+                                               reason: "rowsPerBatch, maxSequenceLength and workers must be positive")
         }
         self.model = model
         self.layers = Array(Set(layers)).sorted()
         self.modelSHA256 = modelSHA256
         self.options = options
-        var acc: [Int: Accumulator] = [:]
-        for l in self.layers { acc[l] = Accumulator(width: c.ffnDim) }
-        accumulators = acc
     }
 
     /// Longest piece a sequence is run as.
     var pieceLength: Int { max(1, min(options.maxSequenceLength, model.config.contextLength)) }
 
-    /// The sequences as they are run: each split into consecutive pieces of at most `pieceLength` tokens; empty
-    /// ones dropped.
-    func pieces(_ sequences: [[Int]]) -> [ArraySlice<Int>] {
+    /// The sequences as they are run: each split into consecutive pieces of at most `pieceLength` tokens, packed in
+    /// order into batches of at most `rowsPerBatch` rows (a longer piece alone). Empty sequences are dropped.
+    func batches(_ sequences: [[Int]]) -> [[[Int]]] {
         let p = pieceLength
-        var out: [ArraySlice<Int>] = []
+        var out: [[[Int]]] = [], batch: [[Int]] = [], rows = 0
         for s in sequences {
             var i = 0
-            while i < s.count { out.append(s[i..<min(i + p, s.count)]); i += p }
+            while i < s.count {
+                let piece = Array(s[i..<min(i + p, s.count)])
+                if !batch.isEmpty && rows + piece.count > options.rowsPerBatch { out.append(batch); batch = []; rows = 0 }
+                batch.append(piece); rows += piece.count; i += p
+            }
         }
+        if !batch.isEmpty { out.append(batch) }
         return out
     }
 
+    private func ensureWorkers(_ n: Int) {
+        while workerAccumulators.count < n {
+            var acc: [Int: Accumulator] = [:]
+            for l in layers { acc[l] = Accumulator(width: model.config.ffnDim) }
+            workerAccumulators.append(acc)
+            scratch.append(Scratch())
+        }
+    }
+
     /// Runs the model over `sequences` (packed into batches of about `rowsPerBatch` rows) and adds their keys.
-    /// - Parameter progress: called after each batch with tokens done out of these sequences' tokens.
+    /// - Parameter progress: called after each batch with tokens done out of these sequences' tokens (from a worker
+    ///   thread when there are several workers, one call at a time).
     public func accumulate(_ sequences: [[Int]], progress: ((CollectionProgress) -> Void)? = nil) throws {
-        let all = pieces(sequences)
-        let total = all.reduce(0) { $0 + $1.count }
-        let start = Date()
-        var done = 0, i = 0
-        let upTo = layers.last! + 1
-        while i < all.count {
-            var batch: [[Int]] = [], rows = 0
-            while i < all.count && (batch.isEmpty || rows + all[i].count <= options.rowsPerBatch) {
-                batch.append(Array(all[i])); rows += all[i].count; i += 1
-            }
+        let work = batches(sequences)
+        guard !work.isEmpty else { return }
+        for b in work { try model.validate(b) }
+        let rows = work.map { $0.reduce(0) { $0 + $1.count } }
+        let total = rows.reduce(0, +)
+        let workers = min(options.workers ?? CollectionOptions.automaticWorkers, work.count)
+        ensureWorkers(workers)
+        let upTo = layers.last! + 1, start = Date(), lock = NSLock()
+        var done = 0, failure: Error?
+
+        func run(_ i: Int, worker w: Int) {
             var hooks = Hooks()
-            for l in layers {
-                let acc = accumulators[l]!
-                hooks.add(HookPoint(l, .mlpPost)) { a in acc.add(a.data, rows: a.layout.rows) }
+            let scratch = self.scratch[w]
+            for (l, acc) in workerAccumulators[w] {
+                hooks.add(HookPoint(l, .mlpPost)) { a in acc.add(a.data, rows: a.layout.rows, scratch: scratch) }
             }
-            _ = try model.forward(batch, hooks: hooks, logitRows: .none, upTo: upTo)
-            done += rows
-            tokenCount += rows
+            do {
+                _ = try model.forward(work[i], hooks: hooks, logitRows: .none, upTo: upTo)
+            } catch {
+                lock.lock(); failure = failure ?? error; lock.unlock()
+                return
+            }
+            lock.lock(); defer { lock.unlock() }
+            done += rows[i]
             progress?(CollectionProgress(tokensDone: done, tokensTotal: total, seconds: Date().timeIntervalSince(start)))
         }
+
+        if workers == 1 {
+            for i in work.indices { run(i, worker: 0); if let failure { throw failure } }
+        } else {
+            // The batch with the longest piece runs first, alone, so the model's position tables are fully grown
+            // before forward passes run concurrently.
+            let longest = work.indices.max { work[$0].map(\.count).max()! < work[$1].map(\.count).max()! }!
+            let saved = BLAS.threads
+            BLAS.setThreads(1)
+            defer { BLAS.setThreads(saved) }
+            run(longest, worker: longest % workers)
+            DispatchQueue.concurrentPerform(iterations: workers) { w in
+                for i in stride(from: w, to: work.count, by: workers) where i != longest {
+                    if lock.withLock({ failure != nil }) { return }
+                    run(i, worker: w)
+                }
+            }
+        }
+        if let failure { throw failure }
+        tokenCount += total
     }
 
     /// The statistics accumulated so far, one per layer (ascending). The collector can keep accumulating.
     public func finish(corpusSHA256: String, corpusDescription: String) throws -> [KeyStatistics] {
         let created = KeyStatistics.now()
+        let f = model.config.ffnDim
         return try layers.map { l in
-            let acc = accumulators[l]!
-            guard acc.count > 0 else { throw EditingError.noTokensCollected(layer: l) }
-            return KeyStatistics(layer: l, hookName: KeyStatistics.hookName(layer: l), dimension: acc.width,
-                                 count: acc.count, sum: acc.sum, secondMoment: acc.symmetricMoment(),
-                                 modelSHA256: modelSHA256, corpusSHA256: corpusSHA256,
+            let parts = workerAccumulators.map { $0[l]! }
+            let count = parts.reduce(0) { $0 + $1.count }
+            guard count > 0 else { throw EditingError.noTokensCollected(layer: l) }
+            var sum = [Double](repeating: 0, count: f), moment = [Double](repeating: 0, count: f * f)
+            for p in parts { p.addTotals(sum: &sum, symmetricMoment: &moment) }
+            return KeyStatistics(layer: l, hookName: KeyStatistics.hookName(layer: l), dimension: f, count: count,
+                                 sum: sum, secondMoment: moment, modelSHA256: modelSHA256, corpusSHA256: corpusSHA256,
                                  corpusDescription: corpusDescription, created: created,
                                  toolVersion: options.toolVersion)
         }
@@ -312,56 +368,62 @@ public final class StatisticsCollector {
     }
 }
 
+/// Float64 copy of one batch's keys [rows, F] (reused across batches and layers of one worker).
+final class Scratch {
+    private(set) var pointer = UnsafeMutablePointer<Double>.allocate(capacity: 1)
+    private var capacity = 1
+    func reserve(_ count: Int) {
+        guard count > capacity else { return }
+        pointer.deallocate()
+        pointer = .allocate(capacity: count)
+        capacity = count
+    }
+    deinit { pointer.deallocate() }
+}
+
 /// Running count, Σ k and the upper triangle of Σ k kᵀ of one layer, in float64.
 final class Accumulator {
     let width: Int
     private(set) var count = 0
-    private(set) var sum: [Double]
+    private var sum: [Double]
     /// Upper triangle (j ≥ i) of Σ k kᵀ, row-major [F, F]; the strict lower triangle stays 0.
     private let upper: UnsafeMutablePointer<Double>
-    /// Keys of one batch converted to float64, [rows, F].
-    private var scratch: UnsafeMutablePointer<Double>
-    private var scratchRows = 0
 
     init(width: Int) {
         self.width = width
         sum = [Double](repeating: 0, count: width)
         upper = .allocate(capacity: width * width)
         upper.initialize(repeating: 0, count: width * width)
-        scratch = .allocate(capacity: 1)
     }
 
-    deinit { upper.deallocate(); scratch.deallocate() }
+    deinit { upper.deallocate() }
 
-    /// Adds keys [rows, F] (float32): converts them to float64, adds their column sums to Σ k and Kᵀ K to the
-    /// upper triangle of Σ k kᵀ.
-    func add(_ keys: UnsafePointer<Float>, rows: Int) {
+    /// Adds keys [rows, F] (float32): converts them to float64 in `scratch`, adds their column sums to Σ k and
+    /// Kᵀ K to the upper triangle of Σ k kᵀ.
+    func add(_ keys: UnsafePointer<Float>, rows: Int, scratch: Scratch) {
         guard rows > 0 else { return }
         let f = width
-        if rows > scratchRows {
-            scratch.deallocate()
-            scratch = .allocate(capacity: rows * f)
-            scratchRows = rows
-        }
+        scratch.reserve(rows * f)
+        let a = scratch.pointer
         sum.withUnsafeMutableBufferPointer { s in
             for r in 0..<rows {
-                let src = keys + r * f, dst = scratch + r * f
+                let src = keys + r * f, dst = a + r * f
                 for j in 0..<f { let v = Double(src[j]); dst[j] = v; s[j] += v }
             }
         }
-        BLAS.dsyrkUpperAtA(n: f, k: rows, a: scratch, lda: f, beta: 1, c: upper, ldc: f)
+        BLAS.dsyrkUpperAtA(n: f, k: rows, a: a, lda: f, beta: 1, c: upper, ldc: f)
         count += rows
     }
 
-    /// Σ k kᵀ as a full symmetric [F, F] array (upper triangle mirrored).
-    func symmetricMoment() -> [Double] {
+    /// Adds Σ k to `sum` and Σ k kᵀ (upper triangle mirrored: full and symmetric) to `symmetricMoment` [F, F].
+    func addTotals(sum total: inout [Double], symmetricMoment out: inout [Double]) {
         let f = width
-        var out = [Double](repeating: 0, count: f * f)
+        for j in 0..<f { total[j] += sum[j] }
         out.withUnsafeMutableBufferPointer { o in
             for i in 0..<f {
-                for j in i..<f { let v = upper[i * f + j]; o[i * f + j] = v; o[j * f + i] = v }
+                o[i * f + i] += upper[i * f + i]
+                for j in (i + 1)..<max(f, i + 1) { let v = upper[i * f + j]; o[i * f + j] += v; o[j * f + i] += v }
             }
         }
-        return out
     }
 }

@@ -159,6 +159,33 @@ final class StatisticsTests: XCTestCase {
         XCTAssertLessThan(relativeDifference(s.secondMoment, naive.moment), 1e-9)
     }
 
+    func testParallelWorkersAgreeAndAreReproducible() throws {
+        let model = EditingTiny.make()
+        let c = corpus(EditingTiny.randomSequences(40, lengths: 5...60))
+        func run(_ workers: Int) throws -> [KeyStatistics] {
+            try StatisticsCollector.collect(model: model, modelSHA256: modelHash, layers: [0, 1], corpus: c,
+                                            options: CollectionOptions(rowsPerBatch: 100, workers: workers))
+        }
+        let threadsBefore = BLAS.threads
+        let one = try run(1), three = try run(3), again = try run(3)
+        XCTAssertEqual(BLAS.threads, threadsBefore, "BLAS threads are restored")
+        for (a, b) in zip(one, three) {
+            XCTAssertEqual(a.count, b.count)
+            XCTAssertLessThan(relativeDifference(b.secondMoment, a.secondMoment), 1e-12)
+            XCTAssertLessThan(relativeDifference(b.sum, a.sum), 1e-12)
+            XCTAssertEqual(b.asymmetry, 0)
+        }
+        XCTAssertEqual(three.map(\.hash), again.map(\.hash), "same worker count, same bits")
+        // Several accumulate calls add up.
+        let collector = try StatisticsCollector(model: model, layers: [1], modelSHA256: modelHash,
+                                                options: CollectionOptions(rowsPerBatch: 100, workers: 2))
+        try collector.accumulate(Array(c.sequences.prefix(15)))
+        try collector.accumulate(Array(c.sequences.dropFirst(15)))
+        XCTAssertEqual(collector.tokenCount, c.tokenCount)
+        let split = try collector.finish(corpusSHA256: c.sha256, corpusDescription: c.description)[0]
+        XCTAssertLessThan(relativeDifference(split.secondMoment, one[1].secondMoment), 1e-12)
+    }
+
     func testCollectorRejectsBadLayersAndEmptyCorpus() throws {
         let model = EditingTiny.make()
         XCTAssertThrowsError(try StatisticsCollector(model: model, layers: [2], modelSHA256: modelHash)) {
@@ -696,5 +723,25 @@ final class StatisticsBenchmarks: XCTestCase {
         try StatsStore.write([s], to: dir + "/sampled.stats.h5")
         let size = (try FileManager.default.attributesOfItem(atPath: dir + "/sampled.stats.h5")[.size] as? Int) ?? 0
         print("[stats-bench] stats file for one layer: \(size) bytes")
+    }
+
+    func testProfileDataParallelForward() throws {
+        try requireBench()
+        let mf = try ModelFile.openGGUF(try EditingPaths.requireModel(), hash: false)
+        let m = mf.model
+        var rng = SeededRandom(seed: 1)
+        let batches = (0..<4).map { _ in (0..<8).map { _ in (0..<256).map { _ in Int(rng.next() % 49152) } } }
+        _ = try m.forward(batches[0], logitRows: .none, upTo: 9)
+        for _ in 0..<2 {
+            let tSeq = try time { for b in batches { _ = try m.forward(b, logitRows: .none, upTo: 9) } }
+            BLAS.setThreads(1)
+            let tPar = time {
+                DispatchQueue.concurrentPerform(iterations: 2) { w in
+                    for i in stride(from: w, to: 4, by: 2) { _ = try? m.forward(batches[i], logitRows: .none, upTo: 9) }
+                }
+            }
+            BLAS.setThreads(2)
+            print("[stats-bench] 4×2048 rows upTo 9: sequential (2 BLAS threads) \(tSeq) s, two workers (1 BLAS thread each) \(tPar) s")
+        }
     }
 }

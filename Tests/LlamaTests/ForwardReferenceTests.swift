@@ -4,7 +4,19 @@ import XCTest
 /// The forward pass against logits from an independent implementation (`../shared/reference`).
 final class ForwardReferenceTests: XCTestCase {
     func testLogitsMatchReferenceFromGGUF() throws {
-        let model = try RealModel.load()
+        try checkReference(try RealModel.load())
+    }
+
+    /// The same figures from the imported HDF5 store (`scalpel import` / `scalpel fetch`).
+    func testLogitsMatchReferenceFromHDF5Store() throws {
+        let store = TestPaths.root.appendingPathComponent("weights/SmolLM2-135M-Instruct.h5").path
+        guard FileManager.default.fileExists(atPath: store) else { throw XCTSkip("default store not imported") }
+        let m = try ModelFile.open(store)
+        guard m.appliedEdits.isEmpty else { throw XCTSkip("the default store holds active edits") }
+        try checkReference(m.model)
+    }
+
+    func checkReference(_ model: LlamaModel) throws {
         guard let ref = try TestPaths.sharedJSON("reference/smollm2_logits.json") as? [String: Any],
               let cases = ref["cases"] as? [[String: Any]] else { return XCTFail("reference file layout") }
         XCTAssertGreaterThan(cases.count, 0)
