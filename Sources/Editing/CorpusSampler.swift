@@ -1,5 +1,6 @@
 import Foundation
 import Hashing
+import Linalg
 import Llama
 
 /// Token sequences to collect statistics over, with a hash and a description for provenance.
@@ -84,14 +85,19 @@ public enum CorpusSampler {
         /// Texts generated together (one batched forward per step). Does not change which texts are produced
         /// except through float rounding of differently sized matrix products.
         public var batchSize = 64
+        /// Batches generated at once, each with single-threaded BLAS (see `CollectionOptions.workers`); nil = one
+        /// per processor, at most 4. Like `batchSize`, it does not change which texts are produced.
+        public var workers: Int?
 
         public init(texts: Int = 800, tokensPerText: Int = 128, temperature: Float = 1.0, topK: Int = 50,
-                    seed: UInt64 = 0, seeds: [String] = CorpusSampler.neutralSeeds, batchSize: Int = 64) {
+                    seed: UInt64 = 0, seeds: [String] = CorpusSampler.neutralSeeds, batchSize: Int = 64,
+                    workers: Int? = nil) {
             self.texts = texts; self.tokensPerText = tokensPerText; self.temperature = temperature
             self.topK = topK; self.seed = seed; self.seeds = seeds; self.batchSize = batchSize
+            self.workers = workers
         }
 
-        /// The settings line hashed with the tokens (batch size excluded: it does not define the corpus).
+        /// The settings line hashed with the tokens (batch size and workers excluded: they do not define the corpus).
         var canonical: String {
             "model-sampled texts=\(texts) tokens_per_text=\(tokensPerText) temperature=\(temperature) top_k=\(topK) "
                 + "seed=\(seed) seeds=\(seeds.joined(separator: "|")) no_control_tokens"
@@ -110,12 +116,13 @@ public enum CorpusSampler {
     /// from the top-k, control tokens (end of text, chat markers) excluded so every text has the same length.
     /// Text i draws from its own random stream (derived from `seed` and i). The corpus hash covers the token ids and
     /// the settings.
-    /// - Parameter progress: called after each batch with (texts done, texts total).
+    /// - Parameter progress: called after each batch with (texts done, texts total); from a worker thread when there
+    ///   are several workers, one call at a time.
     public static func sample(model: LlamaModel, tokenizer: Tokenizer, settings s: SamplingSettings = SamplingSettings(),
                               progress: ((Int, Int) -> Void)? = nil) throws -> TokenCorpus {
-        guard s.texts > 0, s.tokensPerText > 0, s.batchSize > 0, s.topK >= 0 else {
+        guard s.texts > 0, s.tokensPerText > 0, s.batchSize > 0, s.topK >= 0, (s.workers ?? 1) > 0 else {
             throw EditingError.invalidArgument(name: "sampling settings",
-                                               reason: "texts, tokensPerText and batchSize must be positive")
+                                               reason: "texts, tokensPerText, batchSize and workers must be positive")
         }
         let c = model.config
         let bos: [Int] = tokenizer.addBOS ? tokenizer.bosID.map { [$0] } ?? [] : []
@@ -129,11 +136,10 @@ public enum CorpusSampler {
             throw EditingError.invalidArgument(name: "tokensPerText",
                                                reason: "\(longest + s.tokensPerText) tokens exceed the context length \(c.contextLength)")
         }
-        var texts: [[Int]] = []
-        texts.reserveCapacity(s.texts)
-        var first = 0
-        while first < s.texts {
-            let idx = first..<min(first + s.batchSize, s.texts)
+        try model.validate(seedIDs)
+
+        // Texts idx, generated together with a KV cache, one random stream per text.
+        func generate(_ idx: Range<Int>) throws -> [[Int]] {
             var seqs = idx.map { seedIDs[$0 % seedIDs.count] }
             var rngs = idx.map { SeededRandom(seed: s.seed &+ UInt64($0) &* 0xD1B5_4A32_D192_ED03) }
             let cache = KVCache(config: c, sequences: seqs.count)
@@ -149,11 +155,44 @@ public enum CorpusSampler {
                 for b in 0..<seqs.count { seqs[b].append(next[b]) }
                 if step + 1 < s.tokensPerText { out = try model.forward(next.map { [$0] }, cache: cache) }
             }
-            texts += seqs
-            first = idx.upperBound
-            progress?(first, s.texts)
+            return seqs
         }
-        return TokenCorpus(sequences: texts, settings: s.canonical, description: s.summary)
+
+        let batches = stride(from: 0, to: s.texts, by: s.batchSize).map { $0..<min($0 + s.batchSize, s.texts) }
+        let workers = min(s.workers ?? CollectionOptions.automaticWorkers, batches.count)
+        var results = [[[Int]]](repeating: [], count: batches.count)
+        if workers == 1 {
+            for (i, idx) in batches.enumerated() {
+                results[i] = try generate(idx)
+                progress?(idx.upperBound, s.texts)
+            }
+        } else {
+            // One short pass over the longest length first grows the model's position tables, so the concurrent
+            // passes only read them.
+            _ = try model.forward([[Int](repeating: seedIDs[0][0], count: longest + s.tokensPerText)], logitRows: .none,
+                                  upTo: 1)
+            let saved = BLAS.threads
+            BLAS.setThreads(1)
+            defer { BLAS.setThreads(saved) }
+            let lock = NSLock()
+            var done = 0, failure: Error?
+            DispatchQueue.concurrentPerform(iterations: workers) { w in
+                for i in stride(from: w, to: batches.count, by: workers) {
+                    if lock.withLock({ failure != nil }) { return }
+                    do {
+                        let seqs = try generate(batches[i])
+                        lock.lock(); defer { lock.unlock() }
+                        results[i] = seqs
+                        done += seqs.count
+                        progress?(done, s.texts)
+                    } catch {
+                        lock.withLock { failure = failure ?? error }
+                    }
+                }
+            }
+            if let failure { throw failure }
+        }
+        return TokenCorpus(sequences: Array(results.joined()), settings: s.canonical, description: s.summary)
     }
 
     /// Samples from the `k` largest logits of `row` (all when k is 0) at `temperature` (0 = greedy) with Llama's

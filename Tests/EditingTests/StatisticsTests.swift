@@ -472,7 +472,17 @@ final class StatisticsTests: XCTestCase {
         // Texts are generated per text stream: the batch size does not change them (nor the hash).
         s.batchSize = 1
         XCTAssertEqual(try CorpusSampler.sample(model: model, tokenizer: tok, settings: s), a)
-        s.batchSize = 4
+        s.batchSize = 2
+        var progress: [Int] = []
+        for workers in [1, 3] {
+            s.workers = workers
+            progress = []
+            XCTAssertEqual(try CorpusSampler.sample(model: model, tokenizer: tok, settings: s) { done, _ in progress.append(done) }, a)
+            XCTAssertEqual(progress.count, 4)
+            XCTAssertEqual(progress.max(), 7)
+            if workers == 1 { XCTAssertEqual(progress, [2, 4, 6, 7]) }
+        }
+        s.batchSize = 4; s.workers = nil
         s.seed = 43
         let c = try CorpusSampler.sample(model: model, tokenizer: tok, settings: s)
         XCTAssertNotEqual(c.sequences, a.sequences)
@@ -617,9 +627,14 @@ final class StatisticsBenchmarks: XCTestCase {
         try requireBench()
         let mf = try ModelFile.openGGUF(try EditingPaths.requireModel(), hash: false)
         for b in (ProcessInfo.processInfo.environment["SCALPEL_STATS_SAMPLE_BATCHES"] ?? "32,64,128").split(separator: ",").map({ Int($0)! }) {
-            let t = try time { _ = try CorpusSampler.sample(model: mf.model, tokenizer: mf.tokenizer,
-                                                            settings: .init(texts: b, tokensPerText: 128, batchSize: b)) }
-            print("[stats-bench] sampling \(b) texts x 128 tokens in one batch: \(t) s, \(Double(b * 128) / t) tokens/s")
+            for workers in [1, 2] {
+                let t = try time { _ = try CorpusSampler.sample(model: mf.model, tokenizer: mf.tokenizer,
+                                                                settings: .init(texts: 2 * b, tokensPerText: 128, batchSize: b,
+                                                                                workers: workers)) }
+                let load = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").first ?? "?"
+                print("[stats-bench] sampling \(2 * b) texts x 128 tokens, batches of \(b), \(workers) workers: \(t) s, "
+                      + "\(Double(2 * b * 128) / t) tokens/s (load average \(load))")
+            }
         }
     }
 
@@ -631,18 +646,19 @@ final class StatisticsBenchmarks: XCTestCase {
         let shapes = (ProcessInfo.processInfo.environment["SCALPEL_STATS_SHAPES"] ?? "256x2048,512x2048,256x4096,256x1024")
             .split(separator: ",").map { $0.split(separator: "x").map { Int($0)! } }.map { ($0[0], $0[1]) }
         let layers = (ProcessInfo.processInfo.environment["SCALPEL_STATS_LAYERS"] ?? "8").split(separator: ",").map { Int($0)! }
-        for (chunk, rows) in shapes {
+        let workerCounts = (ProcessInfo.processInfo.environment["SCALPEL_STATS_WORKERS"] ?? "1,2").split(separator: ",").map { Int($0)! }
+        for (chunk, rows) in shapes { for workers in workerCounts {
             var corpus = try CorpusSampler.fromFiles([EditingPaths.wikitext], tokenizer: mf.tokenizer, chunkTokens: chunk,
                                                      maxTokens: 51_200)
             let t = try time {
                 _ = try StatisticsCollector.collect(model: mf.model, modelSHA256: mf.provenance.sourceSHA256, layers: layers,
-                                                    corpus: corpus, options: CollectionOptions(rowsPerBatch: rows))
+                                                    corpus: corpus, options: CollectionOptions(rowsPerBatch: rows, workers: workers))
             }
             let load = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").first ?? "?"
-            print("[stats-bench] layers \(layers), \(corpus.tokenCount) WikiText tokens, chunks \(chunk), \(rows) rows/batch: "
-                  + "\(t) s, \(Double(corpus.tokenCount) / t) tokens/s (load average \(load))")
+            print("[stats-bench] layers \(layers), \(corpus.tokenCount) WikiText tokens, chunks \(chunk), \(rows) rows/batch, "
+                  + "\(workers) workers: \(t) s, \(Double(corpus.tokenCount) / t) tokens/s (load average \(load))")
             corpus.sequences = []
-        }
+        } }
     }
 
     /// C from 100k WikiText tokens vs C from 100k model-sampled tokens at layer 8 (docs/rome.md).
