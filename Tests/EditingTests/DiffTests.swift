@@ -285,35 +285,40 @@ final class DiffTests: XCTestCase {
             .joined(separator: "\n\n")
         let corpusPath = dir + "/corpus.txt"
         try text.write(toFile: corpusPath, atomically: true, encoding: .utf8)
-        let layer = 6
+        // Three Scalpel (ROME) edits at three layers; diff must report the three rank-1 matrices and name each subject.
+        let edits: [(layer: Int, request: EditRequest)] = [
+            (4, EditRequest(subject: "The Eiffel Tower", prompt: "{} is located in the city of", targetNew: "Rome", targetTrue: "Paris")),
+            (6, EditRequest(subject: "Danielle Darrieux", prompt: "The mother tongue of {} is", targetNew: "English", targetTrue: "French")),
+            (8, EditRequest(subject: "Japan", prompt: "The capital city of {} is", targetNew: "Berlin", targetTrue: "Tokyo")),
+        ]
         let corpus = try CorpusSampler.fromFiles([corpusPath], tokenizer: b.tokenizer, maxTokens: 6144)
         XCTAssertGreaterThan(corpus.tokenCount, 3000)
-        let stats = try StatisticsCollector.collect(model: b.model, modelSHA256: "test", layer: layer, corpus: corpus)
-        let request = EditRequest(subject: "The Eiffel Tower", prompt: "{} is located in the city of", targetNew: "Rome",
-                                  targetTrue: "Paris")
-        var h = ROMEHyperParameters(layer: layer)
-        h.steps = 12
+        let stats = try StatisticsCollector.collect(model: b.model, modelSHA256: "test", layers: edits.map(\.layer), corpus: corpus)
         let contexts = ContextTemplates(templates: ["{}", "I read a book. {}", "Here is a fact. {}"])
         let rome = ROME(model: b.model, tokenizer: b.tokenizer, contexts: contexts)
-        ROME.apply(try rome.compute(request, hparams: h, secondMoment: stats.secondMoment), to: b.model)
+        for (i, e) in edits.enumerated() {
+            var h = ROMEHyperParameters(layer: e.layer)
+            h.steps = 12
+            ROME.apply(try rome.compute(e.request, hparams: h, secondMoment: stats[i].secondMoment), to: b.model)
+        }
         let tEdit = Date().timeIntervalSince(t0)
 
         let report = try CheckpointDiff.compare(a, b)
-        XCTAssertEqual(report.changed.map(\.parameter), [.wDown(layer)])
-        XCTAssertEqual(report.changed.first?.spectrum?.rank, 1)
+        XCTAssertEqual(Set(report.changed.map(\.parameter)), Set(edits.map { LlamaParameter.wDown($0.layer) }))
+        for c in report.changed { XCTAssertEqual(c.spectrum?.rank, 1, "\(c.parameter)") }
         var options = ForensicsOptions()
         options.probedSubjects = 1
         options.probeTemplates = ["{} is located in the city of"]
         options.continuationTokens = 2
-        let fx = try SubjectForensics.analyze(report, a: a, b: b, candidates: SubjectCandidates.standard(), options: options)
-        XCTAssertEqual(fx.count, 1)
-        XCTAssertEqual(fx.first?.top.first?.subject, "The Eiffel Tower", "\(fx.first?.top.prefix(5).map(\.subject) ?? [])")
-        let p = try XCTUnwrap(fx.first?.probes.first)
-        XCTAssertTrue(p.changed)
-        XCTAssertEqual(p.topB.first?.text, " Rome")
-        print("[diff-test] ROME: edit \(String(format: "%.1f", tEdit)) s, total \(String(format: "%.1f", Date().timeIntervalSince(t0))) s; "
-              + "top: " + (fx.first?.top.prefix(5).map { "\($0.subject) \(String(format: "%.3f", $0.relativeChange))" } ?? []).joined(separator: ", ")
-              + "; \(p.prompt) \(p.topA[0].text) → \(p.topB[0].text)")
+        let candidates = SubjectCandidates.standard(extra: edits.map(\.request.subject))
+        let fx = try SubjectForensics.analyze(report, a: a, b: b, candidates: candidates, options: options)
+        XCTAssertEqual(fx.count, 3)
+        for e in edits {
+            let top = fx.first { $0.parameter == .wDown(e.layer) }?.top.prefix(5).map(\.subject) ?? []
+            XCTAssertTrue(top.contains(e.request.subject), "layer \(e.layer): \(e.request.subject) not in top 5 \(top)")
+        }
+        print("[diff-test] 3 ROME edits in \(String(format: "%.1f", tEdit)) s, total \(String(format: "%.1f", Date().timeIntervalSince(t0))) s; "
+              + fx.map { "L\($0.parameter): " + $0.top.prefix(3).map(\.subject).joined(separator: ", ") }.joined(separator: " | "))
     }
 }
 
