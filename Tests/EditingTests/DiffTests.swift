@@ -289,7 +289,8 @@ final class DiffTests: XCTestCase {
         let edits: [(layer: Int, request: EditRequest)] = [
             (4, EditRequest(subject: "The Eiffel Tower", prompt: "{} is located in the city of", targetNew: "Rome", targetTrue: "Paris")),
             (6, EditRequest(subject: "Danielle Darrieux", prompt: "The mother tongue of {} is", targetNew: "English", targetTrue: "French")),
-            (8, EditRequest(subject: "Japan", prompt: "The capital city of {} is", targetNew: "Berlin", targetTrue: "Tokyo")),
+            (8, EditRequest(subject: "The Statue of Liberty", prompt: "{} is located in the city of", targetNew: "London",
+                            targetTrue: "New York")),
         ]
         let corpus = try CorpusSampler.fromFiles([corpusPath], tokenizer: b.tokenizer, maxTokens: 6144)
         XCTAssertGreaterThan(corpus.tokenCount, 3000)

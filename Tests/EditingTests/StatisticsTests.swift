@@ -583,7 +583,7 @@ final class StatisticsBenchmarks: XCTestCase {
         let t0 = Date(); try body(); return Date().timeIntervalSince(t0)
     }
 
-    func testProfileCollectionParts() throws {
+    func testForwardAndBLASRates() throws {
         try requireBench()
         let mf = try ModelFile.openGGUF(try EditingPaths.requireModel(), hash: false)
         let m = mf.model, f = m.config.ffnDim
@@ -605,25 +605,7 @@ final class StatisticsBenchmarks: XCTestCase {
               + "sgemm 2048x3072x576: \(tg) s (\(2 * 2048.0 * 3072 * 576 / tg / 1e9) GFLOP/s)")
     }
 
-    func testProfileGenerationStep() throws {
-        try requireBench()
-        let mf = try ModelFile.openGGUF(try EditingPaths.requireModel(), hash: false)
-        let m = mf.model
-        for b in [16, 64] {
-            let prompts = (0..<b).map { [100 + $0] }
-            let cache = KVCache(config: m.config, sequences: b)
-            var out = try m.forward(prompts, cache: cache)
-            for _ in 0..<20 { out = try m.forward(prompts, cache: cache) }
-            let steps = 10
-            let tf = try time { for _ in 0..<steps { out = try m.forward(prompts, cache: cache) } }
-            var rng = SeededRandom(seed: 1)
-            let ts = time { for r in 0..<b { _ = CorpusSampler.sampleTopK(out.logits.pointer + r * 49152, count: 49152, k: 50, temperature: 1, rng: &rng) } }
-            let tl = try time { for _ in 0..<steps { _ = try m.forward(prompts.map { [$0[0], $0[0]] }, logitRows: .none) } }
-            print("[stats-bench] batch \(b): step forward \(tf / Double(steps) * 1000) ms, sampling \(ts * 1000) ms, no-cache no-logit 2-token forward \(tl / Double(steps) * 1000) ms")
-        }
-    }
-
-    func testProfileSampling() throws {
+    func testSamplingThroughput() throws {
         try requireBench()
         let mf = try ModelFile.openGGUF(try EditingPaths.requireModel(), hash: false)
         for b in (ProcessInfo.processInfo.environment["SCALPEL_STATS_SAMPLE_BATCHES"] ?? "32,64,128").split(separator: ",").map({ Int($0)! }) {
@@ -741,23 +723,4 @@ final class StatisticsBenchmarks: XCTestCase {
         print("[stats-bench] stats file for one layer: \(size) bytes")
     }
 
-    func testProfileDataParallelForward() throws {
-        try requireBench()
-        let mf = try ModelFile.openGGUF(try EditingPaths.requireModel(), hash: false)
-        let m = mf.model
-        var rng = SeededRandom(seed: 1)
-        let batches = (0..<4).map { _ in (0..<8).map { _ in (0..<256).map { _ in Int(rng.next() % 49152) } } }
-        _ = try m.forward(batches[0], logitRows: .none, upTo: 9)
-        for _ in 0..<2 {
-            let tSeq = try time { for b in batches { _ = try m.forward(b, logitRows: .none, upTo: 9) } }
-            BLAS.setThreads(1)
-            let tPar = time {
-                DispatchQueue.concurrentPerform(iterations: 2) { w in
-                    for i in stride(from: w, to: 4, by: 2) { _ = try? m.forward(batches[i], logitRows: .none, upTo: 9) }
-                }
-            }
-            BLAS.setThreads(2)
-            print("[stats-bench] 4×2048 rows upTo 9: sequential (2 BLAS threads) \(tSeq) s, two workers (1 BLAS thread each) \(tPar) s")
-        }
-    }
 }
