@@ -44,7 +44,11 @@ struct StatsCommand: ParsableCommand {
                 guard parts.count == 2, parts[1] > 0, (0..<parts[1]).contains(parts[0]) else {
                     throw ValidationError("--shard must be i/n with 0 ≤ i < n")
                 }
-                corpusData = corpusData.shards(parts[1])[parts[0]]
+                let shards = corpusData.shards(parts[1])
+                guard parts[0] < shards.count else {
+                    throw ValidationError("the corpus has only \(corpusData.sequences.count) sequences: too few for \(parts[1]) shards")
+                }
+                corpusData = shards[parts[0]]
             }
             let bar = ProgressBar(label: "stats", quiet: json)
             var options = CollectionOptions()
