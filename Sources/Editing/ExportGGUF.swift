@@ -114,7 +114,7 @@ public enum ModelExport {
             let shape = p.shape(c)
             return (p.ggufName, Array(shape.reversed()), shape.count == 1 ? .f32 : dtype.ggmlType)
         }
-        let header = GGUFHeader.encode(metadata: meta, tensors: entries.map {
+        let header = GGUFWriter.header(metadata: meta, tensors: entries.map {
             ($0.name, $0.dims, $0.type, $0.type.byteCount(elements: $0.dims.reduce(1, *)))
         }, alignment: ggufAlignment)
         try prepareParent(of: path)
@@ -218,52 +218,6 @@ public enum ModelExport {
 
     static func fileSize(_ path: String) -> Int {
         ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.intValue ?? 0
-    }
-}
-
-/// GGUF v3 header bytes (magic, counts, metadata, tensor table), as the GGUF specification lays them out; tensor
-/// data follows at the next multiple of the alignment, each tensor aligned.
-enum GGUFHeader {
-    static func encode(metadata: [(key: String, value: GGUFValue)],
-                       tensors: [(name: String, dims: [Int], type: GGMLType, bytes: Int)], alignment: Int) -> [UInt8] {
-        var out: [UInt8] = []
-        func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
-        func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
-        func str(_ s: String) { let b = Array(s.utf8); u64(UInt64(b.count)); out.append(contentsOf: b) }
-        func value(_ v: GGUFValue) {
-            switch v {
-            case let .uint8(x): out.append(x)
-            case let .int8(x): out.append(UInt8(bitPattern: x))
-            case let .uint16(x): withUnsafeBytes(of: x.littleEndian) { out.append(contentsOf: $0) }
-            case let .int16(x): withUnsafeBytes(of: x.littleEndian) { out.append(contentsOf: $0) }
-            case let .uint32(x): u32(x)
-            case let .int32(x): u32(UInt32(bitPattern: x))
-            case let .float32(x): u32(x.bitPattern)
-            case let .bool(x): out.append(x ? 1 : 0)
-            case let .string(s): str(s)
-            case let .uint64(x): u64(x)
-            case let .int64(x): u64(UInt64(bitPattern: x))
-            case let .float64(x): u64(x.bitPattern)
-            case let .array(t, items):
-                u32(t.rawValue); u64(UInt64(items.count))
-                for item in items { value(item) }
-            }
-        }
-        var meta = metadata
-        if alignment != 32 { meta.append(("general.alignment", .uint32(UInt32(alignment)))) }
-        out.append(contentsOf: Array("GGUF".utf8))
-        u32(3)
-        u64(UInt64(tensors.count))
-        u64(UInt64(meta.count))
-        for (k, v) in meta { str(k); u32(v.type.rawValue); value(v) }
-        var offset = 0
-        for t in tensors {
-            str(t.name); u32(UInt32(t.dims.count))
-            for d in t.dims { u64(UInt64(d)) }
-            u32(t.type.rawValue); u64(UInt64(offset))
-            offset += (t.bytes + alignment - 1) / alignment * alignment
-        }
-        return out
     }
 }
 

@@ -18,6 +18,20 @@ public struct GGUFWriter {
 
     /// Serializes the whole file to bytes.
     public func serialize() -> [UInt8] {
+        var out = GGUFWriter.header(metadata: metadata, tensors: tensors.map { ($0.name, $0.dims, $0.type, $0.bytes.count) },
+                                    alignment: alignment)
+        while out.count % alignment != 0 { out.append(0) }
+        for t in tensors {
+            out.append(contentsOf: t.bytes)
+            while out.count % alignment != 0 { out.append(0) }
+        }
+        return out
+    }
+
+    /// GGUF v3 header bytes (magic, counts, metadata, tensor table) for tensors of `bytes` bytes each; the data section
+    /// follows at the next multiple of `alignment`, each tensor aligned. Adds `general.alignment` when it is not 32.
+    public static func header(metadata: [(key: String, value: GGUFValue)],
+                              tensors: [(name: String, dims: [Int], type: GGMLType, bytes: Int)], alignment: Int) -> [UInt8] {
         var out: [UInt8] = []
         func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
         func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
@@ -41,30 +55,21 @@ public struct GGUFWriter {
                 for item in items { value(item) }
             }
         }
-        out.append(contentsOf: Array("GGUF".utf8))
-        u32(3)
-        u64(UInt64(tensors.count))
         var meta = metadata
         if alignment != 32 && !meta.contains(where: { $0.key == "general.alignment" }) {
             meta.append(("general.alignment", .uint32(UInt32(alignment))))
         }
+        out.append(contentsOf: Array("GGUF".utf8))
+        u32(3)
+        u64(UInt64(tensors.count))
         u64(UInt64(meta.count))
         for (k, v) in meta { str(k); u32(v.type.rawValue); value(v) }
         var offset = 0
-        var offsets: [Int] = []
         for t in tensors {
-            offsets.append(offset)
-            offset += (t.bytes.count + alignment - 1) / alignment * alignment
-        }
-        for (t, off) in zip(tensors, offsets) {
             str(t.name); u32(UInt32(t.dims.count))
             for d in t.dims { u64(UInt64(d)) }
-            u32(t.type.rawValue); u64(UInt64(off))
-        }
-        while out.count % alignment != 0 { out.append(0) }
-        for t in tensors {
-            out.append(contentsOf: t.bytes)
-            while out.count % alignment != 0 { out.append(0) }
+            u32(t.type.rawValue); u64(UInt64(offset))
+            offset += (t.bytes + alignment - 1) / alignment * alignment
         }
         return out
     }
