@@ -33,7 +33,7 @@ func benchTrace(_ m: ModelFile, naive: Bool) throws -> [String: Any] {
         out["max_abs_diff_fast_vs_naive"] = maxDiff
     }
     let str = try Tracer(model: m.model, tokenizer: m.tokenizer, prompt: "The Eiffel Tower is located in the city of",
-                         subject: "Eiffel Tower", corruption: .prompt("The Big Ben is located in the city of"))
+                         subject: "Eiffel Tower", corruption: .prompt("The Big Ben Tower is located in the city of"))
     let t2 = Date()
     _ = try str.trace(TraceSettings(kind: .resid, metric: .logitDiff))
     out["str_single_sweep_seconds"] = Date().timeIntervalSince(t2)
