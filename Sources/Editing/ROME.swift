@@ -200,15 +200,10 @@ public final class ROME {
                           seconds: Date().timeIntervalSince(t0), deltaNorm: norm(delta), initialNorm: m0Norm)
     }
 
-    /// W_down(l) += lambda ⊗ u.
-    public static func apply(_ r: ROMEResult, to model: LlamaModel, sign: Float = 1) {
-        let f = model.config.ffnDim
-        model.weights.withParameter(.wDown(r.layer)) { w in
-            for i in 0..<r.lambda.count {
-                let li = sign * r.lambda[i]
-                for j in 0..<f { w[i * f + j] += li * r.u[j] }
-            }
-        }
+    /// W_down(l) += lambda ⊗ u, with the same arithmetic the edit log replays (`EditLogReader.applyRankOne`), so an
+    /// edit applied here and an edit materialized from a store are bitwise equal.
+    public static func apply(_ r: ROMEResult, to model: LlamaModel) {
+        model.weights.withParameter(.wDown(r.layer)) { EditLogReader.applyRankOne(lambda: r.lambda, u: r.u, to: $0) }
     }
 
     func norm(_ x: [Float]) -> Float { x.reduce(0) { $0 + $1 * $1 }.squareRoot() }
