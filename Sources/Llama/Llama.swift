@@ -87,21 +87,27 @@ public final class LlamaModel {
     ///   - prefix: keys/values for positions before each sequence's start, read only (not appended); used
     ///     to recompute a suffix of a cached run.
     ///   - tape: when given, saves what the backward pass needs.
+    ///   - outputRows: when given, only these rows of the result are read afterwards: the last block computes its
+    ///     attention output and MLP at these rows only (its keys/values still cover every row), and the other rows
+    ///     of `x` are left as that block's resid_pre. Ignored when hooks read or write that block after
+    ///     `attn.hook_z`, or with a tape.
     public func runLayers(_ x: FloatBuffer, layout: BatchLayout, layers: Range<Int>, hooks: Hooks? = nil,
-                          cache: KVCache? = nil, prefix: KVCache? = nil, tape: ForwardTape? = nil) {
+                          cache: KVCache? = nil, prefix: KVCache? = nil, tape: ForwardTape? = nil,
+                          outputRows: [Int]? = nil) {
         let positions = layout.positions
         rope.reserve(Int(positions.max() ?? 0) + 1)
         for l in layers {
             positions.withUnsafeBufferPointer { pos in
                 block(l, x: x, layout: layout, positions: pos.baseAddress!, hooks: hooks, cache: cache,
-                      prefix: prefix, tape: tape.map { t in let lt = LayerTape(); t.layers[l] = lt; return lt })
+                      prefix: prefix, tape: tape.map { t in let lt = LayerTape(); t.layers[l] = lt; return lt },
+                      outputRows: l == layers.upperBound - 1 ? outputRows : nil)
             }
         }
     }
 
     private func block(_ l: Int, x: FloatBuffer, layout: BatchLayout, positions: UnsafePointer<Int32>, hooks: Hooks?,
-                       cache: KVCache?, prefix: KVCache?, tape: LayerTape?) {
-        let c = config, n = layout.rows, d = c.dModel, f = c.ffnDim
+                       cache: KVCache?, prefix: KVCache?, tape: LayerTape?, outputRows: [Int]?) {
+        let c = config, n = layout.rows, d = c.dModel
         let qw = c.heads * c.headDim, kvw = c.kvHeads * c.headDim
         let w = weights.layers[l]
         func fire(_ k: HookKind, _ p: UnsafeMutablePointer<Float>) {
@@ -136,6 +142,29 @@ public final class LlamaModel {
         let z = FloatBuffer(n * qw)
         attention(l, q: q, k: k, v: v, z: z, layout: layout, cache: cache, prefix: prefix, tape: tape)
         fire(.attnZ, z.pointer)
+        let later: [HookKind] = [.attnOut, .residMid, .mlpPre, .mlpPreLinear, .mlpPost, .mlpOut, .residPost]
+        if let keep = outputRows, keep.count < n, tape == nil, !later.contains(where: { hooks?.has(HookPoint(l, $0)) ?? false }) {
+            // Only `keep` rows are read after this block: finish it on those rows alone.
+            let m = keep.count
+            let zk = FloatBuffer(m * qw), xk = FloatBuffer(m * d)
+            for (i, r) in keep.enumerated() {
+                (zk.pointer + i * qw).update(from: z.pointer + r * qw, count: qw)
+                (xk.pointer + i * d).update(from: x.pointer + r * d, count: d)
+            }
+            finishBlock(l, z: zk, x: xk, layout: BatchLayout(lengths: [Int](repeating: 1, count: m)), hooks: nil, tape: nil)
+            for (i, r) in keep.enumerated() { (x.pointer + r * d).update(from: xk.pointer + i * d, count: d) }
+            return
+        }
+        finishBlock(l, z: z, x: x, layout: layout, hooks: hooks, tape: tape)
+    }
+
+    /// The rest of block `l` from z [N, H·HD]: x += z·W_Oᵀ, then x += MLP(rmsnorm(x)), with hooks and tape.
+    private func finishBlock(_ l: Int, z: FloatBuffer, x: FloatBuffer, layout: BatchLayout, hooks: Hooks?, tape: LayerTape?) {
+        let c = config, n = layout.rows, d = c.dModel, f = c.ffnDim, qw = c.heads * c.headDim
+        let w = weights.layers[l]
+        func fire(_ k: HookKind, _ p: UnsafeMutablePointer<Float>) {
+            hooks?.fire(HookPoint(l, k), p, width: k.width(c), layout: layout)
+        }
         let attnOut = FloatBuffer(n * d)
         w.wo.withUnsafeBufferPointer {
             BLAS.sgemm(transB: true, m: n, n: d, k: qw, a: z.pointer, lda: qw, b: $0.baseAddress!, ldb: qw,
@@ -181,40 +210,70 @@ public final class LlamaModel {
     }
 
     /// Causal grouped-query attention per sequence: z = softmax(q kᵀ/√HD + mask) v.
+    /// Several sequences are computed in parallel: the cache bookkeeping runs first (serially), with each
+    /// sequence's keys/values copied to scratch when they do not already live in `k`/`v`.
     private func attention(_ l: Int, q: FloatBuffer, k: FloatBuffer, v: FloatBuffer, z: FloatBuffer,
                            layout: BatchLayout, cache: KVCache?, prefix: KVCache?, tape: LayerTape?) {
         let c = config, hd = c.headDim, qw = c.heads * hd, kvw = c.kvHeads * hd
         let scale = 1 / Float(hd).squareRoot()
+        let sequences = layout.sequences
+        // Scores of every sequence, [H, t, tAll] each, packed.
+        var scoreOffsets: [Int] = [], scoreCount = 0, work = 0
+        for b in 0..<sequences {
+            let t = layout.lengths[b], tAll = layout.startPositions[b] + t
+            scoreOffsets.append(scoreCount); scoreCount += c.heads * t * tAll
+        }
+        work = scoreCount * hd * 4
+        let scores = FloatBuffer(max(scoreCount, 1))
+        let parallel = sequences > 1 && work >= 1 << 20 && Kernels.threadsHere > 1
+        // Parallel runs need stable pointers: keys/values that are not rows of k/v are copied here.
+        // A prefix read without cache or tape is also joined with the new rows here (no arrays to allocate).
+        let joinInScratch = cache == nil && tape == nil
+        var kvOffsets = [Int](repeating: -1, count: sequences), kvCount = 0
+        for b in 0..<sequences {
+            let p0 = layout.startPositions[b]
+            if (parallel && (cache != nil || p0 > 0)) || (joinInScratch && p0 > 0) {
+                kvOffsets[b] = kvCount; kvCount += 2 * (p0 + layout.lengths[b]) * kvw
+            }
+        }
+        let kvScratch = FloatBuffer(max(kvCount, 1))
+
+        func compute(_ b: Int, _ kp: UnsafePointer<Float>, _ vp: UnsafePointer<Float>) {
+            let t = layout.lengths[b], p0 = layout.startPositions[b], off = layout.offsets[b], tAll = p0 + t
+            for h in 0..<c.heads {
+                let g = h / c.groupSize
+                let s = scores.pointer + scoreOffsets[b] + h * t * tAll
+                let qh = q.pointer + off * qw + h * hd, zh = z.pointer + off * qw + h * hd
+                if t * tAll <= Self.directAttentionLimit {
+                    // Short sequences: direct loops beat the call overhead of two tiny GEMMs per head.
+                    Kernels.attentionSmall(scores: s, z: zh, q: qh, qStride: qw, k: kp + g * hd, v: vp + g * hd,
+                                           kvStride: kvw, rows: t, keys: tAll, firstPosition: p0, headDim: hd, scale: scale)
+                    continue
+                }
+                BLAS.sgemm(transB: true, m: t, n: tAll, k: hd, alpha: scale, a: qh, lda: qw, b: kp + g * hd,
+                           ldb: kvw, c: s, ldc: tAll)
+                for i in 0..<t { Kernels.softmaxRow(s + i * tAll, count: tAll, valid: p0 + i + 1) }
+                BLAS.sgemm(m: t, n: hd, k: tAll, a: s, lda: tAll, b: vp + g * hd, ldb: kvw, c: zh, ldc: qw)
+            }
+        }
+        // Runs sequence b now, or (parallel) keeps its keys/values for later.
+        func run(_ b: Int, _ kp: UnsafePointer<Float>, _ vp: UnsafePointer<Float>) {
+            guard parallel else { compute(b, kp, vp); return }
+            guard kvOffsets[b] >= 0 else { return }
+            let n = (layout.startPositions[b] + layout.lengths[b]) * kvw
+            (kvScratch.pointer + kvOffsets[b]).update(from: kp, count: n)
+            (kvScratch.pointer + kvOffsets[b] + n).update(from: vp, count: n)
+        }
+
         if let tape {
             tape.keys = []; tape.values = []; tape.probs = []
         }
-        for b in 0..<layout.sequences {
-            let t = layout.lengths[b], p0 = layout.startPositions[b], off = layout.offsets[b], tAll = p0 + t
+        for b in 0..<sequences {
+            let t = layout.lengths[b], p0 = layout.startPositions[b], off = layout.offsets[b]
             let newK = UnsafeBufferPointer(start: k.pointer + off * kvw, count: t * kvw)
             let newV = UnsafeBufferPointer(start: v.pointer + off * kvw, count: t * kvw)
-            var probs = [Float](repeating: 0, count: c.heads * t * tAll)
             // Keys/values of all tAll positions, without copying where possible: the new rows themselves (no
             // earlier positions), the cache after appending the new rows, or prefix + new rows (a copy).
-            func run(_ kp: UnsafePointer<Float>, _ vp: UnsafePointer<Float>) {
-                probs.withUnsafeMutableBufferPointer { pp in
-                    for h in 0..<c.heads {
-                        let g = h / c.groupSize
-                        let s = pp.baseAddress! + h * t * tAll
-                        let qh = q.pointer + off * qw + h * hd, zh = z.pointer + off * qw + h * hd
-                        if t * tAll <= Self.directAttentionLimit {
-                            // Short sequences: direct loops beat the call overhead of two tiny GEMMs per head.
-                            Kernels.attentionSmall(scores: s, z: zh, q: qh, qStride: qw, k: kp + g * hd, v: vp + g * hd,
-                                                   kvStride: kvw, rows: t, keys: tAll, firstPosition: p0, headDim: hd,
-                                                   scale: scale)
-                            continue
-                        }
-                        BLAS.sgemm(transB: true, m: t, n: tAll, k: hd, alpha: scale, a: qh, lda: qw, b: kp + g * hd,
-                                   ldb: kvw, c: s, ldc: tAll)
-                        for i in 0..<t { Kernels.softmaxRow(s + i * tAll, count: tAll, valid: p0 + i + 1) }
-                        BLAS.sgemm(m: t, n: hd, k: tAll, a: s, lda: tAll, b: vp + g * hd, ldb: kvw, c: zh, ldc: qw)
-                    }
-                }
-            }
             if let cache, prefix == nil {
                 let have = cache.positions(layer: l, seq: b)
                 guard have >= p0 else { preconditionFailure("sequence \(b) starts at \(p0) but the cache holds \(have) positions") }
@@ -223,26 +282,55 @@ public final class LlamaModel {
                 }
                 cache.keys[l][b].append(contentsOf: newK); cache.values[l][b].append(contentsOf: newV)
                 cache.keys[l][b].withUnsafeBufferPointer { kp in cache.values[l][b].withUnsafeBufferPointer { vp in
-                    run(kp.baseAddress!, vp.baseAddress!)
+                    run(b, kp.baseAddress!, vp.baseAddress!)
                 } }
                 if let tape { tape.keys.append(cache.keys[l][b]); tape.values.append(cache.values[l][b]) }
             } else if p0 > 0 {
                 guard let source = prefix ?? cache, source.positions(layer: l, seq: b) >= p0 else {
                     preconditionFailure("sequence \(b) starts at position \(p0) but no cache holds its prefix")
                 }
+                if joinInScratch {
+                    let kp = kvScratch.pointer + kvOffsets[b], vp = kp + (p0 + t) * kvw
+                    source.keys[l][b].withUnsafeBufferPointer { kp.update(from: $0.baseAddress!, count: p0 * kvw) }
+                    source.values[l][b].withUnsafeBufferPointer { vp.update(from: $0.baseAddress!, count: p0 * kvw) }
+                    (kp + p0 * kvw).update(from: newK.baseAddress!, count: t * kvw)
+                    (vp + p0 * kvw).update(from: newV.baseAddress!, count: t * kvw)
+                    if !parallel { compute(b, kp, vp) }
+                    continue
+                }
                 let kAll = Array(source.keys[l][b][0..<(p0 * kvw)]) + newK
                 let vAll = Array(source.values[l][b][0..<(p0 * kvw)]) + newV
-                kAll.withUnsafeBufferPointer { kp in vAll.withUnsafeBufferPointer { vp in run(kp.baseAddress!, vp.baseAddress!) } }
+                kAll.withUnsafeBufferPointer { kp in vAll.withUnsafeBufferPointer { vp in run(b, kp.baseAddress!, vp.baseAddress!) } }
                 if let cache {
                     cache.keys[l][b] = kAll; cache.values[l][b] = vAll
                 }
                 if let tape { tape.keys.append(kAll); tape.values.append(vAll) }
             } else {
-                run(newK.baseAddress!, newV.baseAddress!)
+                run(b, newK.baseAddress!, newV.baseAddress!)
                 if let cache { cache.keys[l][b] = Array(newK); cache.values[l][b] = Array(newV) }
                 if let tape { tape.keys.append(Array(newK)); tape.values.append(Array(newV)) }
             }
-            if let tape { tape.probs.append(probs) }
+        }
+        if parallel {
+            // Sequences dealt round-robin to the cores (lengths vary, neighbours tend to be alike).
+            let parts = min(Kernels.threadsHere, sequences)
+            DispatchQueue.concurrentPerform(iterations: parts) { part in
+                for b in stride(from: part, to: sequences, by: parts) {
+                    if kvOffsets[b] >= 0 {
+                        let kp = kvScratch.pointer + kvOffsets[b]
+                        compute(b, kp, kp + (layout.startPositions[b] + layout.lengths[b]) * kvw)
+                    } else {
+                        let off = layout.offsets[b]
+                        compute(b, k.pointer + off * kvw, v.pointer + off * kvw)
+                    }
+                }
+            }
+        }
+        if let tape {
+            tape.probs = (0..<sequences).map { b in
+                let t = layout.lengths[b], tAll = layout.startPositions[b] + t
+                return Array(UnsafeBufferPointer(start: scores.pointer + scoreOffsets[b], count: c.heads * t * tAll))
+            }
         }
     }
 
@@ -300,19 +388,33 @@ public final class LlamaModel {
     public func forward(_ batch: [[Int]], hooks: Hooks? = nil, logitRows: LogitRows = .last, cache: KVCache? = nil,
                         upTo: Int? = nil, tape: ForwardTape? = nil) throws -> Output {
         try validate(batch)
+        if canSplit(batch, hooks: hooks, logitRows: logitRows, cache: cache, tape: tape) {
+            return forwardDataParallel(batch, logitRows: logitRows, upTo: upTo)
+        }
+        return forwardValidated(batch, hooks: hooks, logitRows: logitRows, cache: cache, upTo: upTo, tape: tape)
+    }
+
+    /// `forward` of a validated batch; with `headless`, logits are not computed (their rows are still returned).
+    /// With `.last` logits and no hooks, tape or cache, the last block runs at the last rows only, so `residual`
+    /// is the final residual at those rows (other rows hold the last block's input).
+    func forwardValidated(_ batch: [[Int]], hooks: Hooks?, logitRows: LogitRows, cache: KVCache?, upTo: Int?,
+                          tape: ForwardTape?, headless: Bool = false) -> Output {
         let starts = (0..<batch.count).map { cache?.length($0) ?? 0 }
         let layout = BatchLayout(lengths: batch.map(\.count), startPositions: starts)
         let x = embed(batch)
         let stop = min(upTo ?? config.layers, config.layers)
-        runLayers(x, layout: layout, layers: 0..<stop, hooks: hooks, cache: cache, tape: tape)
-        let rows: [Int]
+        let trim = logitRows == .last && hooks == nil && tape == nil && cache == nil && stop == config.layers
+        runLayers(x, layout: layout, layers: 0..<stop, hooks: hooks, cache: cache, tape: tape,
+                  outputRows: trim ? layout.lastRows : nil)
+        var rows: [Int]
         switch logitRows {
         case .none: rows = []
         case .last: rows = layout.lastRows
         case .all: rows = Array(0..<layout.rows)
         case let .rows(r): rows = r
         }
-        let logits = rows.isEmpty || stop < config.layers ? FloatBuffer(0) : logits(x, rows: rows, tape: tape)
-        return Output(logits: logits, rows: rows.isEmpty || stop < config.layers ? [] : rows, layout: layout, residual: x)
+        if stop < config.layers { rows = [] }
+        let logits = rows.isEmpty || headless ? FloatBuffer(0) : logits(x, rows: rows, tape: tape)
+        return Output(logits: logits, rows: rows, layout: layout, residual: x)
     }
 }

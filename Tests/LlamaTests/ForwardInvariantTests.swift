@@ -16,6 +16,53 @@ final class ForwardInvariantTests: XCTestCase {
         }
     }
 
+    /// Three computations of the same logits: the batch split over the cores with the last block run at the last
+    /// rows only (no hooks), one packed batch with attention over sequences in parallel (an empty `Hooks` turns the
+    /// split and the trimming off), and each sequence alone with logits at every row.
+    func testSplitBatchTrimmedLastBlockAndParallelAttentionAgree() throws {
+        var rng = SeededRandom(seed: 3)
+        let batch = (0..<16).map { i in (0..<(30 + i % 7)).map { _ in Int(rng.next() % 40) } }
+        XCTAssertTrue(model.canSplit(batch, hooks: nil, logitRows: .last, cache: nil, tape: nil) || Kernels.cores == 1)
+        let split = try model.forward(batch)
+        let packed = try model.forward(batch, hooks: Hooks())
+        XCTAssertEqual(split.rows, packed.rows)
+        XCTAssertEqual(split.rows, packed.layout.lastRows)
+        for (i, seq) in batch.enumerated() {
+            let alone = try model.forward([seq], logitRows: .all).row(seq.count - 1)
+            for (u, v) in zip(split.row(i), alone) { XCTAssertEqual(u, v, accuracy: 1e-5) }
+            for (u, v) in zip(packed.row(i), alone) { XCTAssertEqual(u, v, accuracy: 1e-5) }
+        }
+        // .all and upTo through the split path: every row, and the residual of a partial run.
+        let all = try model.forward(batch, logitRows: .all), allPacked = try model.forward(batch, hooks: Hooks(), logitRows: .all)
+        XCTAssertEqual(all.logits.count, allPacked.logits.count)
+        for i in 0..<all.logits.count { XCTAssertEqual(all.logits[i], allPacked.logits[i], accuracy: 1e-5) }
+        let part = try model.forward(batch, logitRows: .none, upTo: 1), partPacked = try model.forward(batch, hooks: Hooks(), logitRows: .none, upTo: 1)
+        XCTAssertEqual(part.residual.count, partPacked.residual.count)
+        for i in 0..<part.residual.count { XCTAssertEqual(part.residual[i], partPacked.residual[i], accuracy: 1e-6) }
+    }
+
+    /// The vectorized eˣ against libm's expf over its whole clamped range, and log-sum-exp against a Double sum.
+    func testFastExpAndLogSumExpMatchLibm() {
+        var worst: Float = 0
+        var x: Float = -87
+        while x < 88 {
+            let lanes = SIMD8<Float>((0..<8).map { x + Float($0) * 0.0013 })
+            let e = Kernels.exp8(lanes)
+            for i in 0..<8 where lanes[i] <= 88 { let r = expf(lanes[i]); worst = max(worst, abs(e[i] - r) / r) }
+            x += 0.0107
+        }
+        XCTAssertLessThan(worst, 3e-7)
+        XCTAssertEqual(Kernels.exp8(SIMD8(repeating: -200))[0], expf(-87), accuracy: 1e-40)
+        var rng = SeededRandom(seed: 5)
+        for n in [1, 7, 8, 9, 513, 49152] {
+            let v = (0..<n).map { _ in Float(rng.normal() * 6) }
+            let m = v.max()!
+            let ref = Double(m) + log(v.reduce(0.0) { $0 + exp(Double($1 - m)) })
+            let got = v.withUnsafeBufferPointer { Kernels.logSumExp($0.baseAddress!, count: n) }
+            XCTAssertEqual(Double(got), ref, accuracy: 2e-6 * max(1, abs(ref)), "n = \(n)")
+        }
+    }
+
     func testKVCacheIncrementalEqualsFullForward() throws {
         let ids = [4, 8, 15, 16, 23, 42 % 40, 1, 2]
         let full = try model.forward([ids], logitRows: .all)
