@@ -44,7 +44,7 @@ public final class PatchingEngine {
     public let pairs: [(base: Int, source: Int)]
     let baseInterventions: Hooks
     /// Upper bound on rows of one packed batch (memory).
-    public var maxRows = 4096
+    public var maxRows = Int(ProcessInfo.processInfo.environment["SCALPEL_MAX_ROWS"] ?? "") ?? 1024
 
     /// - Parameters:
     ///   - baseTokens: sequences of the base batch; `baseInterventions` (e.g. embedding noise) apply to them.
@@ -105,25 +105,46 @@ public final class PatchingEngine {
             }
             groups[run.map(\.point.layer).min()!, default: []].append(i)
         }
-        for layer in groups.keys.sorted() {
-            var chunk: [Int] = [], rows = 0
-            func flush() throws {
-                guard !chunk.isEmpty else { return }
-                let scores = try evaluateGroup(chunk.map { runs[$0] }, startLayer: layer, value: value, columns: columns,
-                                               score: score)
-                for (i, s) in zip(chunk, scores) { results[i] = s }
-                done += chunk.count; progress?(done)
-                chunk = []; rows = 0
+        // Waves: runs dealt round-robin (in order of start layer) to waves of bounded rows, at least one per
+        // core. A wave sweeps the layers once from its lowest start layer; each run joins at its own start layer,
+        // so every matrix product covers all runs active at that layer (one pass over the weights for all of
+        // them). The cores take waves in turn, each working single-threaded.
+        let order = groups.keys.sorted().flatMap { groups[$0]! }
+        guard !order.isEmpty else { return results }
+        let total = order.reduce(0) { $0 + rowCount(runs[$1]) }
+        let cores = max(1, min(Kernels.cores, order.count))
+        let waveCount = min(order.count, cores * max(1, (total + cores * maxRows - 1) / (cores * maxRows)))
+        var waves = [[Int]](repeating: [], count: waveCount)
+        for (k, i) in order.enumerated() { waves[k % waveCount].append(i) }
+        let lock = NSLock()
+        var next = 0, failure: Error?
+        var partial = [Int](repeating: 0, count: waveCount)
+        let doneBefore = done
+        Kernels.dataParallel(cores) { _ in
+            while true {
+                let w: Int? = lock.withLock {
+                    guard failure == nil, next < waveCount else { return nil }
+                    next += 1
+                    return next - 1
+                }
+                guard let w else { return }
+                let scores = evaluateWave(waves[w].map { runs[$0] }, value: value, columns: columns, score: score) { finished in
+                    lock.withLock {
+                        partial[w] = finished
+                        progress?(doneBefore + partial.reduce(0, +))
+                    }
+                }
+                lock.withLock { for (i, s) in zip(waves[w], scores) { results[i] = s } }
             }
-            for i in groups[layer]! {
-                let start = runs[i].flatMap(\.positions).min()!
-                let r = pairs.reduce(0) { $0 + base.layout.lengths[$1.base] - min(start, base.layout.lengths[$1.base] - 1) }
-                if rows + r > maxRows { try flush() }
-                chunk.append(i); rows += r
-            }
-            try flush()
         }
+        if let failure { throw failure }
         return results
+    }
+
+    /// Rows a run needs: for each pair, the positions from its first patched one.
+    func rowCount(_ run: [Patch]) -> Int {
+        let start = run.flatMap(\.positions).min()!
+        return pairs.reduce(0) { $0 + base.layout.lengths[$1.base] - min(start, base.layout.lengths[$1.base] - 1) }
     }
 
     /// Whether every patch of `run` writes exactly the values the base run already has (for every pair).
@@ -148,60 +169,79 @@ public final class PatchingEngine {
 
     func mean(_ x: [Double]) -> Double { x.reduce(0, +) / Double(max(x.count, 1)) }
 
-    /// The fast path for runs whose first patched layer is `startLayer`.
-    func evaluateGroup(_ runs: [[Patch]], startLayer ls: Int, value: PatchValue, columns: [Int]?,
-                       score: PairScore) throws -> [Double] {
+    /// The fast path for a wave of runs: one packed sequence per (run, pair), starting at the run's first patched
+    /// position; sequences join the batch at their run's first patched layer, from the base run's residual there,
+    /// with the base run's keys/values for the positions before their start.
+    /// - Parameter layerDone: called after each layer with an estimate of the runs finished.
+    func evaluateWave(_ runs: [[Patch]], value: PatchValue, columns: [Int]?, score: PairScore,
+                      layerDone: (Int) -> Void) -> [Double] {
         let c = model.config, d = c.dModel, L = c.layers
-        // One packed sequence per (run, pair), starting at the run's first patched position.
-        var lengths: [Int] = [], starts: [Int] = [], owner: [(run: Int, pair: Int)] = []
+        struct Sequence { let run: Int, pair: Int, start: Int, length: Int, layer: Int }
+        var seqs: [Sequence] = []
         for (r, run) in runs.enumerated() {
+            let layer = run.map(\.point.layer).min()!, first = run.flatMap(\.positions).min()!
             for (pi, p) in pairs.enumerated() {
-                let t = base.layout.lengths[p.base]
-                let s = min(run.flatMap(\.positions).min()!, t - 1)
-                lengths.append(t - s); starts.append(s); owner.append((r, pi))
+                let t = base.layout.lengths[p.base], s = min(first, t - 1)
+                seqs.append(Sequence(run: r, pair: pi, start: s, length: t - s, layer: layer))
             }
         }
-        let layout = BatchLayout(lengths: lengths, startPositions: starts)
-        let x = FloatBuffer(layout.rows * d)
+        seqs = seqs.enumerated().sorted { ($0.element.layer, $0.offset) < ($1.element.layer, $1.offset) }.map(\.element)
+        var patchesAt: [HookPoint: [Int: [Patch]]] = [:]
+        for (r, run) in runs.enumerated() { for p in run { patchesAt[p.point, default: [:]][r, default: []].append(p) } }
+
+        var x = FloatBuffer(0), active = 0
+        var layout = BatchLayout(lengths: [])
         let prefix = KVCache(config: c, sequences: 0)
-        var keys = [[[Float]]](repeating: [], count: L), vals = keys
-        let residBase = base[HookPoint(ls, .residPre)]!
-        residBase.withUnsafeBufferPointer { src in
-            for (i, o) in owner.enumerated() {
-                let b = pairs[o.pair].base
-                let from = base.layout.row(seq: b, pos: starts[i])
-                (x.pointer + layout.offsets[i] * d).update(from: src.baseAddress! + from * d, count: lengths[i] * d)
+        let noLayers = [[[Float]]](repeating: [], count: L)
+        let firstLayer = seqs[0].layer
+        for l in firstLayer..<L {
+            // Sequences starting at this layer join with the base run's residual.
+            var end = active
+            while end < seqs.count && seqs[end].layer == l { end += 1 }
+            if end > active {
+                let newRows = seqs[active..<end].reduce(0) { $0 + $1.length }
+                let grown = FloatBuffer((layout.rows + newRows) * d)
+                if layout.rows > 0 { grown.pointer.update(from: x.pointer, count: layout.rows * d) }
+                var at = layout.rows
+                base[HookPoint(l, .residPre)]!.withUnsafeBufferPointer { src in
+                    for s in seqs[active..<end] {
+                        let from = base.layout.row(seq: pairs[s.pair].base, pos: s.start)
+                        (grown.pointer + at * d).update(from: src.baseAddress! + from * d, count: s.length * d)
+                        at += s.length
+                    }
+                }
+                x = grown; active = end
+                layout = BatchLayout(lengths: seqs[0..<active].map(\.length), startPositions: seqs[0..<active].map(\.start))
             }
-        }
-        for l in ls..<L {
-            keys[l] = owner.map { base.kv.keys[l][pairs[$0.pair].base] }
-            vals[l] = owner.map { base.kv.values[l][pairs[$0.pair].base] }
-        }
-        prefix.setStorage(keys: keys, values: vals)
-        var hooks = Hooks()
-        var byPoint: [HookPoint: [(run: Int, patch: Patch)]] = [:]
-        for (r, run) in runs.enumerated() { for p in run { byPoint[p.point, default: []].append((r, p)) } }
-        for (point, items) in byPoint {
-            let width = point.kind.width(c)
-            let headDim = c.headDim
-            hooks.add(point) { [self] a in
-                for (i, o) in owner.enumerated() {
-                    for item in items where item.run == o.run {
-                        for pos in item.patch.positions where pos >= starts[i] && pos < starts[i] + lengths[i] {
-                            let dst = a.data + layout.row(seq: i, pos: pos) * width
-                            write(dst, point: point, pair: o.pair, pos: pos, width: width, heads: item.patch.heads,
-                                  headDim: headDim, value: value)
+            var keys = noLayers, vals = noLayers
+            keys[l] = seqs[0..<active].map { base.kv.keys[l][pairs[$0.pair].base] }
+            vals[l] = seqs[0..<active].map { base.kv.values[l][pairs[$0.pair].base] }
+            prefix.setStorage(keys: keys, values: vals)
+            var hooks = Hooks()
+            for (point, byRun) in patchesAt where point.layer == l {
+                let width = point.kind.width(c), lay = layout, count = active
+                hooks.add(point) { [self] a in
+                    for i in 0..<count {
+                        let s = seqs[i]
+                        guard let patches = byRun[s.run] else { continue }
+                        for patch in patches {
+                            for pos in patch.positions where pos >= s.start && pos < s.start + s.length {
+                                write(a.data + lay.row(seq: i, pos: pos) * width, point: point, pair: s.pair, pos: pos,
+                                      width: width, heads: patch.heads, headDim: c.headDim, value: value)
+                            }
                         }
                     }
                 }
             }
+            model.runLayers(x, layout: layout, layers: l..<(l + 1), hooks: hooks, prefix: prefix,
+                            outputRows: l == L - 1 ? layout.lastRows : nil)
+            layerDone(runs.count * (l - firstLayer + 1) / (L - firstLayer))
         }
-        model.runLayers(x, layout: layout, layers: ls..<L, hooks: hooks, prefix: prefix)
         let logits = model.logits(x, rows: layout.lastRows, columns: columns)
         let width = columns?.count ?? c.vocabSize
         var sums = [Double](repeating: 0, count: runs.count)
-        for (i, o) in owner.enumerated() {
-            sums[o.run] += score(o.pair, UnsafeBufferPointer(start: logits.pointer + i * width, count: width))
+        for (i, s) in seqs.enumerated() {
+            sums[s.run] += score(s.pair, UnsafeBufferPointer(start: logits.pointer + i * width, count: width))
         }
         return sums.map { $0 / Double(pairs.count) }
     }
