@@ -43,8 +43,9 @@ public final class PatchingEngine {
     /// (base sequence, source sequence) pairs; each patched run is evaluated for every pair and averaged.
     public let pairs: [(base: Int, source: Int)]
     let baseInterventions: Hooks
-    /// Upper bound on rows of one packed batch (memory).
-    public var maxRows = Int(ProcessInfo.processInfo.environment["SCALPEL_MAX_ROWS"] ?? "") ?? 1024
+    /// Rows of one wave of patched runs at its widest layer (bounds memory; about 1,000 rows keep the activations
+    /// in cache while still sharing each pass over the weights among many runs).
+    public var maxRows = 1024
 
     /// - Parameters:
     ///   - baseTokens: sequences of the base batch; `baseInterventions` (e.g. embedding noise) apply to them.
@@ -117,13 +118,13 @@ public final class PatchingEngine {
         var waves = [[Int]](repeating: [], count: waveCount)
         for (k, i) in order.enumerated() { waves[k % waveCount].append(i) }
         let lock = NSLock()
-        var next = 0, failure: Error?
+        var next = 0
         var partial = [Int](repeating: 0, count: waveCount)
         let doneBefore = done
         Kernels.dataParallel(cores) { _ in
             while true {
                 let w: Int? = lock.withLock {
-                    guard failure == nil, next < waveCount else { return nil }
+                    guard next < waveCount else { return nil }
                     next += 1
                     return next - 1
                 }
@@ -137,7 +138,6 @@ public final class PatchingEngine {
                 lock.withLock { for (i, s) in zip(waves[w], scores) { results[i] = s } }
             }
         }
-        if let failure { throw failure }
         return results
     }
 
