@@ -2,10 +2,11 @@ import Foundation
 
 /// One fact to rewrite: "{subject} … {prompt}" → target_new (was target_true).
 ///
-/// Accepted JSON layouts: Scalpel's (`subject`, `prompt` with `{}` for the subject, `target_new`, optional
-/// `target_true`, `paraphrases`, `neighborhood`), CounterFact as distributed with EasyEdit (`prompt` containing
-/// the subject, `ground_truth`, `rephrase_prompt`, `locality_prompt`, `locality_ground_truth`), and ROME's own
-/// CounterFact records (`requested_rewrite` with `target_new.str`).
+/// Accepted JSON layouts (`from(json:)`, which reads the subject without surrounding whitespace): Scalpel's
+/// (`subject`, `prompt` with `{}` for the subject, `target_new`, optional `target_true`, `paraphrases`,
+/// `neighborhood`), CounterFact as distributed with EasyEdit (`prompt` containing the subject, in any case,
+/// `ground_truth`, `rephrase_prompt`, `locality_prompt`, `locality_ground_truth`), and ROME's own CounterFact records
+/// (`requested_rewrite` with `target_new.str`).
 public struct EditRequest: Codable, Equatable, Sendable {
     public var subject: String
     /// The prompt with `{}` where the subject goes.
@@ -56,16 +57,20 @@ public struct EditRequest: Codable, Equatable, Sendable {
             flat["case_id"] = d["case_id"]
             d = flat
         }
-        guard let subject = d["subject"] as? String else { throw EditingError.badRequest(subject: "?", reason: "missing \"subject\"") }
+        guard var subject = (d["subject"] as? String)?.trimmingCharacters(in: .whitespacesAndNewlines) else {
+            throw EditingError.badRequest(subject: "?", reason: "missing \"subject\"")
+        }
         guard var prompt = d["prompt"] as? String else { throw EditingError.badRequest(subject: subject, reason: "missing \"prompt\"") }
         guard let targetNew = (d["target_new"] as? String) ?? ((d["target_new"] as? [String: Any])?["str"] as? String) else {
             throw EditingError.badRequest(subject: subject, reason: "missing \"target_new\"")
         }
         if !prompt.contains("{}") {
-            // CounterFact (EasyEdit layout) spells the subject out in the prompt.
-            guard let r = prompt.range(of: subject) else {
+            // CounterFact (EasyEdit layout) spells the subject out in the prompt, possibly in another case ("the
+            // Eiffel Tower" in "The Eiffel Tower is …"): the prompt's spelling becomes the subject.
+            guard !subject.isEmpty, let r = prompt.range(of: subject) ?? prompt.range(of: subject, options: .caseInsensitive) else {
                 throw EditingError.badRequest(subject: subject, reason: "the prompt \"\(prompt)\" does not contain the subject")
             }
+            subject = String(prompt[r])
             prompt.replaceSubrange(r, with: "{}")
         }
         var paraphrases = (d["paraphrases"] as? [String]) ?? []

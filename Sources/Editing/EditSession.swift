@@ -7,7 +7,8 @@ public struct StatisticsPlan: Sendable {
     /// Corpus files (text / JSONL); empty = text sampled from the model.
     public var corpusFiles: [String] = []
     public var sampling = CorpusSampler.SamplingSettings()
-    /// Where statistics are read from and saved to (default: beside the model).
+    /// Where statistics are read from and saved to (default: beside the model). A file given here that exists must
+    /// hold the layer edited, unless `corpusFiles` are given (statistics over them are then added to it).
     public var path: String?
     public init(corpusFiles: [String] = [], sampling: CorpusSampler.SamplingSettings = .init(), path: String? = nil) {
         self.corpusFiles = corpusFiles; self.sampling = sampling; self.path = path
@@ -41,16 +42,25 @@ public final class EditSession {
     public var statsPath: String { plan.path ?? StatsStore.defaultPath(forModel: model.path) }
     public var modelHash: String { model.provenance.sourceSHA256 }
 
-    /// Statistics of `layer`: from memory, the stats file, or collected now (and saved).
+    /// Statistics of `layer`: from memory, the stats file, or collected now (and saved). Throws
+    /// `statisticsNotFound` when the file was given explicitly (`plan.path`), holds other layers only, and no corpus
+    /// was given: statistics of another layer are never used, and a file the user named is not extended with
+    /// model-sampled statistics behind their back.
     public func statistics(layer: Int, log: (String) -> Void = { _ in },
                            progress: ((String, Int, Int) -> Void)? = nil) throws -> KeyStatistics {
         if let s = stats[layer] { return s }
         let path = statsPath
-        if FileManager.default.fileExists(atPath: path), (try? StatsStore.layers(path: path))?.contains(layer) == true {
-            let s = try StatsStore.load(path: path, layer: layer, modelSHA256: modelHash, dimension: model.config.ffnDim)
-            log("using key statistics of layer \(layer) from \(path) (\(s.count) tokens, \(s.corpusDescription))")
-            stats[layer] = s
-            return s
+        if FileManager.default.fileExists(atPath: path) {
+            let layers = try StatsStore.layers(path: path)
+            if layers.contains(layer) {
+                let s = try StatsStore.load(path: path, layer: layer, modelSHA256: modelHash, dimension: model.config.ffnDim)
+                log("using key statistics of layer \(layer) from \(path) (\(s.count) tokens, \(s.corpusDescription))")
+                stats[layer] = s
+                return s
+            }
+            if plan.path != nil && plan.corpusFiles.isEmpty {
+                throw EditingError.statisticsNotFound(path: path, layer: layer, available: layers)
+            }
         }
         let corpus: TokenCorpus
         if plan.corpusFiles.isEmpty {
@@ -89,6 +99,10 @@ public final class EditSession {
             throw EditingError.layerOutOfRange(layer: hparams.layer, layers: m.config.layers)
         }
         let s = try statistics(layer: hparams.layer, log: log, progress: progress)
+        // rank C ≤ tokens: fail now rather than after the optimization, in the Cholesky solve.
+        guard s.count >= s.dimension else {
+            throw EditingError.statisticsTooFewTokens(path: statsPath, layer: hparams.layer, tokens: s.count, dimension: s.dimension)
+        }
         let neighborPrompts = request.neighborhood.map(\.prompt)
         let answersBefore = try EditEvaluator.topAnswers(model: m, tokenizer: tok, prompts: neighborPrompts)
         let before = try EditEvaluator.scores(model: m, tokenizer: tok, request: request, neighborAnswers: answersBefore)

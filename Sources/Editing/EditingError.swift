@@ -36,6 +36,9 @@ public enum EditingError: Error, CustomStringConvertible, Equatable {
     case statisticsNotFound(path: String, layer: Int, available: [Int])
     /// A statistics file is damaged or not one Scalpel wrote (`problem` says what is wrong).
     case statisticsCorrupt(path: String, problem: String)
+    /// Statistics over fewer tokens than the key dimension: C = E[kkᵀ] has rank ≤ tokens, so it is singular and ROME's
+    /// solve C u = k* cannot be done.
+    case statisticsTooFewTokens(path: String, layer: Int, tokens: Int, dimension: Int)
     /// An argument outside its domain (`name` = value; `reason`).
     case invalidArgument(name: String, reason: String)
 
@@ -78,6 +81,9 @@ public enum EditingError: Error, CustomStringConvertible, Equatable {
             let have = available.isEmpty ? "none" : available.map(String.init).joined(separator: ", ")
             return "\(path): no key statistics for layer \(layer) (layers present: \(have))"
         case let .statisticsCorrupt(path, problem): return "\(path): key statistics are damaged: \(problem)"
+        case let .statisticsTooFewTokens(path, layer, tokens, dimension):
+            return "\(path): the key statistics of layer \(layer) cover \(tokens) tokens, fewer than the key dimension "
+                + "\(dimension), so C = E[kkᵀ] is singular and the edit cannot be solved"
         case let .invalidArgument(name, reason): return "invalid \(name): \(reason)"
         case let .editNotFound(id, path, available):
             let have = available.isEmpty ? "the log is empty" : "entries: " + available.joined(separator: ", ")
@@ -116,8 +122,12 @@ public enum EditingError: Error, CustomStringConvertible, Equatable {
                     + "(statistics never carry over between models, even edited or requantized ones)"
             }
             return "recollect the statistics for this layer and hook, or pass the matching file"
-        case .statisticsNotFound: return "collect statistics for this layer first"
+        case let .statisticsNotFound(path, layer, _):
+            return "collect statistics for this layer first (`scalpel stats --layer \(layer) --out \(path)` adds them to the file)"
         case .statisticsCorrupt: return "delete the file and collect the statistics again"
+        case let .statisticsTooFewTokens(path, layer, _, dimension):
+            return "collect them over a larger corpus (well over \(dimension) tokens; ROME used 100,000 texts): "
+                + "`scalpel stats --layer \(layer) --corpus FILE --out \(path)` replaces that layer"
         case .invalidArgument: return nil
         case .editNotFound: return "`scalpel log --model STORE` lists the edits"
         case .storeRequired: return "give --out NEW.h5 to import the model into a store that records the edits"

@@ -35,7 +35,8 @@ public struct ROMEResult: Sendable {
     public var key: [Float]
     /// v*: the MLP output that makes the model say the new target [D].
     public var value: [Float]
-    /// Rank-one factors: ΔW = lambda ⊗ u, lambda [D], u = C⁻¹k* / (C⁻¹k*)ᵀk* scaled so ΔW k* = v* − W k* [F].
+    /// Rank-one factors: ΔW = lambda ⊗ u, u = C⁻¹k* [F], lambda = (v* − W k*) / (uᵀk*) [D], so ΔW k* = v* − W k*
+    /// (with the original ROME's mismatch, k(bare prompt) replaces k* in lambda; see `ROME.rankOneFactors`).
     public var lambda: [Float]
     public var u: [Float]
     /// Loss after each Adam step.
@@ -61,17 +62,23 @@ public final class ROME {
         tokenizer.encode(target.hasPrefix(" ") ? target : " " + target)
     }
 
-    /// Tokens of `template` (containing `{}`) with `subject` in place, and the index of the subject's last token.
+    /// Tokens of `template` (containing `{}`) with `subject` in place, and the index of the subject's last token: the
+    /// token holding the subject's last non-space byte (a leading-space token such as " Tower" counts; a BOS token the
+    /// tokenizer adds holds no text).
     public func tokensWithSubject(_ template: String, subject: String) throws -> (ids: [Int], last: Int) {
         guard let r = template.range(of: "{}") else {
             throw EditingError.badRequest(subject: subject, reason: "template \"\(template)\" has no {}")
         }
+        let core = subject.replacingOccurrences(of: "\\s+$", with: "", options: .regularExpression)
+        guard !core.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+            throw EditingError.badRequest(subject: subject, reason: "the subject is empty")
+        }
         let text = template.replacingCharacters(in: r, with: subject)
         let ids = tokenizer.encode(text)
-        let endByte = template[..<r.lowerBound].utf8.count + subject.utf8.count
+        let endByte = template[..<r.lowerBound].utf8.count + core.utf8.count
         var offset = 0
         for (i, id) in ids.enumerated() {
-            offset += tokenizer.decodeBytes([id]).count
+            offset += tokenizer.decodeBytes([id], skipSpecial: true).count
             if offset >= endByte { return (ids, i) }
         }
         throw EditingError.badRequest(subject: subject, reason: "subject not found in \"\(text)\"")
@@ -187,17 +194,37 @@ public final class ROME {
         }
         let vStar = zip(m0, delta).map { $0 + $1 }
 
-        // Rank-one update: u = C⁻¹k (Cholesky), Λ = (v* − W k) / (uᵀ k).
-        let kForResidual = h.consistentKey ? kStar : kBare
-        let cInvK = try LAPACK.choleskySolve(secondMoment, kStar.map(Double.init), n: f)
-        let kDenominator = h.consistentKey ? kStar : kBare
-        let denom = zip(cInvK, kDenominator).reduce(0.0) { $0 + $1.0 * Double($1.1) }
-        let wk = model.weights.withParameter(.wDown(l)) { w -> [Double] in
-            (0..<d).map { i in (0..<f).reduce(0.0) { $0 + Double(w[i * f + $1]) * Double(kForResidual[$1]) } }
-        }
-        let lambda = (0..<d).map { Float((Double(vStar[$0]) - wk[$0]) / denom) }
-        return ROMEResult(layer: l, key: kStar, value: vStar, lambda: lambda, u: cInvK.map(Float.init), losses: losses,
+        let w = model.weights.values(.wDown(l))
+        let (lambda, u) = try Self.rankOneFactors(weight: w, secondMoment: secondMoment, key: kStar, value: vStar,
+                                                  bareKey: h.consistentKey ? nil : kBare)
+        return ROMEResult(layer: l, key: kStar, value: vStar, lambda: lambda, u: u, losses: losses,
                           seconds: Date().timeIntervalSince(t0), deltaNorm: norm(delta), initialNorm: m0Norm)
+    }
+
+    /// The closed-form update of W [D, F] (row-major) that makes it return `value` v* [D] for `key` k* [F]:
+    /// u = C⁻¹k* by a Cholesky solve (never an explicit inverse), Λ = (v* − W k) / (uᵀ k), ΔW = Λ uᵀ, where k = k*
+    /// (r-ROME: then Ŵ k* = v*, and Ŵ is the W' closest to W under C with that constraint), or, with `bareKey`, the
+    /// original ROME's mismatch k = k(bare prompt) in both the residual and the denominator (then Ŵ k(bare) = v*).
+    /// Sums in float64. Throws when C is not positive definite or uᵀk is zero.
+    public static func rankOneFactors(weight w: [Float], secondMoment: [Double], key kStar: [Float], value vStar: [Float],
+                                      bareKey: [Float]? = nil) throws -> (lambda: [Float], u: [Float]) {
+        let f = kStar.count, d = vStar.count
+        guard w.count == d * f, secondMoment.count == f * f, bareKey.map({ $0.count == f }) ?? true else {
+            throw EditingError.invalidArgument(name: "rank-one update",
+                                               reason: "W has \(w.count) values, C \(secondMoment.count), k* \(f), v* \(d), "
+                                                   + "bare key \(bareKey?.count ?? f): expected W [\(d), \(f)], C [\(f), \(f)]")
+        }
+        let k = bareKey ?? kStar
+        let cInvK = try LAPACK.choleskySolve(secondMoment, kStar.map(Double.init), n: f)
+        let denom = zip(cInvK, k).reduce(0.0) { $0 + $1.0 * Double($1.1) }
+        guard denom.isFinite, denom != 0 else {
+            throw EditingError.invalidArgument(name: "key", reason: "(C⁻¹k*)ᵀk = \(denom): the key is zero or not finite")
+        }
+        let lambda = (0..<d).map { i -> Float in
+            let wk = (0..<f).reduce(0.0) { $0 + Double(w[i * f + $1]) * Double(k[$1]) }
+            return Float((Double(vStar[i]) - wk) / denom)
+        }
+        return (lambda, cInvK.map(Float.init))
     }
 
     /// W_down(l) += lambda ⊗ u, with the same arithmetic the edit log replays (`EditLogReader.applyRankOne`), so an

@@ -18,7 +18,8 @@ struct EditCommand: ParsableCommand {
     @Argument(help: "Edit request files (JSON object, array or JSON Lines; CounterFact records accepted).")
     var requests: [String]
     @Option(help: "The layer to edit, or auto (run locate on built-in facts).") var layer: String = "auto"
-    @Option(help: "Key statistics file (default: beside the model, computed if missing).") var stats: String?
+    @Option(help: "Key statistics file (default: beside the model, computed if missing); an existing file must hold the layer unless --corpus is given.")
+    var stats: String?
     @Option(help: "Corpus files for new statistics (default: text sampled from the model).") var corpus: [String] = []
     @Option(help: "Texts sampled from the model for new statistics.") var corpusTexts: Int = 800
     @Option(help: "Adam steps for v*.") var steps: Int = 20

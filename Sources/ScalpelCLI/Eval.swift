@@ -12,7 +12,8 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Evaluate the first N records.") var limit: Int?
     @Option(help: "The layer to edit.") var layer: Int
     @Flag(help: "Keep every edit (edits accumulate) instead of evaluating each on a fresh model.") var sequential = false
-    @Option(help: "Key statistics file (default: beside the model, computed if missing).") var stats: String?
+    @Option(help: "Key statistics file (default: beside the model, computed if missing); an existing file must hold the layer unless --corpus is given.")
+    var stats: String?
     @Option(help: "Corpus files for new statistics (default: text sampled from the model).") var corpus: [String] = []
     @Option(help: "Adam steps for v*.") var steps: Int = 20
     @Flag(help: "Original ROME update instead of r-ROME's consistent key.") var originalRome = false
