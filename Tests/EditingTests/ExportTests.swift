@@ -56,6 +56,23 @@ enum ExportFixtures {
         return (m, logits)
     }
 
+    /// Last-position logits of `m` for each of `prompts` (one batch).
+    static func lastLogits(_ m: ModelFile, _ prompts: [[Int]]) throws -> [[Float]] {
+        let out = try m.model.forward(prompts)
+        return prompts.indices.map { out.row($0) }
+    }
+
+    /// The real model's logits for the reference prompts (computed once per process).
+    private static var cachedReference: [[Float]]?
+    static func realReference() throws -> (prompts: [[Int]], logits: [[Float]]) {
+        let m = try real().model
+        let prompts = referencePrompts(m.tokenizer)
+        if let cachedReference { return (prompts, cachedReference) }
+        let logits = try lastLogits(m, prompts)
+        cachedReference = logits
+        return (prompts, logits)
+    }
+
     /// A tiny Llama with several query heads over fewer key/value heads and a head width that does not divide the
     /// model width (dModel 16, 4 heads × 6 over 2 KV heads), random weights, and a byte-level BPE tokenizer.
     static func tiny(tied: Bool, pre: String = "smollm", addBOS: Bool = false, seed: UInt64 = 11) throws -> ModelFile {
@@ -110,190 +127,38 @@ enum ExportFixtures {
 
     static func top(_ a: [Float], _ k: Int) -> [Int] { Array(a.indices.sorted { a[$0] > a[$1] }.prefix(k)) }
 
-    /// f16 storage rounds every weight to 11 significant bits (relative 2⁻¹¹ ≈ 4.9e-4); through 30 layers that moves
-    /// this model's logits by ≈1.3e-3 of their largest magnitude (1.7e-2 absolute on logits up to ≈13). The bound:
-    /// 2e-3 of the largest logit, with the same top 5.
-    static func assertHalfPrecisionClose(_ a: [Float], _ reference: [Float], file: StaticString = #filePath, line: UInt = #line) -> Float {
-        let d = maxAbsDiff(a, reference), scale = reference.map(abs).max() ?? 1
-        XCTAssertLessThan(d, 2e-3 * scale, "f16 logits moved by \(d) (largest logit \(scale))", file: file, line: line)
-        XCTAssertEqual(top(a, 5), top(reference, 5), file: file, line: line)
-        return d
-    }
-}
-
-// MARK: - Python helpers
-
-enum Python {
-    /// Runs `script` with arguments; nil when python3 or one of `modules` is missing.
-    static func run(_ script: String, _ args: [String], modules: [String]) throws -> String? {
-        guard available(modules) else { return nil }
-        let dir = NSTemporaryDirectory() + "scalpel-py-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let path = dir + "/check.py"
-        try script.write(toFile: path, atomically: true, encoding: .utf8)
-        let (status, out, err) = try exec(["python3", path] + args)
-        guard status == 0 else { XCTFail("python failed (\(status)):\n\(err)"); return "" }
-        return out
+    /// Token ids of the reference prompts (`../shared/reference/smollm2_logits.json`, 8 prompts from 6 to 23 tokens;
+    /// the first is `prompt`), or `prompt` alone when that file is absent.
+    static func referencePrompts(_ t: Tokenizer) -> [[Int]] {
+        let path = root.deletingLastPathComponent().appendingPathComponent("shared/reference/smollm2_logits.json").path
+        guard let data = FileManager.default.contents(atPath: path),
+              let cases = ((try? JSONSerialization.jsonObject(with: data)) as? [String: Any])?["cases"] as? [[String: Any]] else {
+            return [t.encode(prompt)]
+        }
+        let ids = cases.compactMap { $0["ids"] as? [Int] }
+        return ids.first == t.encode(prompt) ? ids : [t.encode(prompt)] + ids
     }
 
-    static func json(_ script: String, _ args: [String], modules: [String]) throws -> [String: Any]? {
-        guard let out = try run(script, args, modules: modules) else { return nil }
-        return try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any]
+    /// Largest |Δlogit| an f16 export may cause on the default model over the reference prompts (every vocabulary
+    /// entry at the last position). f16 rounds each weight to 11 significant bits (relative error ≤ 2⁻¹¹); measured
+    /// on SmolLM2-135M-Instruct (see docs/formats.md): 2.72e-2 (logits up to |30.8|), 1.6e-2 even with the token
+    /// embedding / output matrix kept F32, 9.6e-3 only when the FFN matrices are F32 too (90 % of the f32 size). The
+    /// issue's 1e-2 is therefore not reachable with F16 matrices; f32 exports are exact.
+    static let halfPrecisionBound: Float = 3e-2
+
+    /// Checks f16-export logits (`rows[i]` for prompt i) against the source's: max |Δ| within `halfPrecisionBound`
+    /// and the same top 5 tokens, in order, for every prompt. Returns the max |Δ|.
+    static func assertHalfPrecisionClose(_ rows: [[Float]], _ reference: [[Float]], file: StaticString = #filePath,
+                                         line: UInt = #line) -> Float {
+        XCTAssertEqual(rows.count, reference.count, file: file, line: line)
+        var worst: Float = 0
+        for (i, (a, r)) in zip(rows, reference).enumerated() {
+            worst = max(worst, maxAbsDiff(a, r))
+            XCTAssertEqual(top(a, 5), top(r, 5), "prompt \(i): the top 5 changed", file: file, line: line)
+        }
+        XCTAssertLessThanOrEqual(worst, halfPrecisionBound, "f16 logits moved by \(worst)", file: file, line: line)
+        return worst
     }
-
-    private static var known: [String: Bool] = [:]
-    static func available(_ modules: [String]) -> Bool {
-        let key = modules.joined(separator: ",")
-        if let k = known[key] { return k }
-        let ok = (try? exec(["python3", "-c", "import " + (modules.isEmpty ? "sys" : key)]))?.0 == 0
-        known[key] = ok
-        return ok
-    }
-
-    static func exec(_ argv: [String]) throws -> (Int32, String, String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = argv
-        // stderr goes to a file so that reading stdout to its end cannot deadlock on a full stderr pipe.
-        let errPath = NSTemporaryDirectory() + "scalpel-py-\(UUID().uuidString).err"
-        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
-        defer { try? FileManager.default.removeItem(atPath: errPath) }
-        let errHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = errHandle
-        try p.run()
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        try? errHandle.close()
-        let err = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
-        return (p.terminationStatus, String(decoding: outData, as: UTF8.self), err)
-    }
-
-    /// Reads a GGUF with the `gguf` package: tensor table, the first values of some tensors, and metadata.
-    static let ggufCheck = #"""
-import json, sys
-import numpy as np
-import gguf
-path, sample = sys.argv[1], sys.argv[2].split(",")
-r = gguf.GGUFReader(path)
-out = {"tensor_count": len(r.tensors), "names": [t.name for t in r.tensors],
-       "types": {t.name: t.tensor_type.name for t in r.tensors},
-       "shapes": {t.name: [int(x) for x in t.shape] for t in r.tensors}, "values": {}, "meta": {}}
-for t in r.tensors:
-    if t.name in sample:
-        a = np.asarray(t.data).reshape(-1)
-        out["values"][t.name] = [float(x) for x in a[:16].astype(np.float64)]
-for k, f in r.fields.items():
-    if k.startswith("GGUF."):
-        continue
-    v = f.contents()
-    if isinstance(v, (bytes, bytearray)):
-        v = v.decode("utf-8", "replace")
-    if isinstance(v, list) and len(v) > 8 and k not in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type"):
-        v = v[:8]
-    out["meta"][k] = v
-print(json.dumps(out, ensure_ascii=False))
-"""#
-
-    /// Validates a safetensors file with plain Python (no safetensors package): header, dtypes, offsets.
-    static let safetensorsHeaderCheck = #"""
-import json, os, struct, sys
-path = sys.argv[1]
-size = os.path.getsize(path)
-with open(path, "rb") as f:
-    n = struct.unpack("<Q", f.read(8))[0]
-    header = f.read(n)
-assert header[:1] == b"{", "header must start with {"
-h = json.loads(header.decode("utf-8"))
-meta = h.pop("__metadata__", {})
-itemsize = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8}
-entries = sorted(h.items(), key=lambda kv: kv[1]["data_offsets"][0])
-pos, problems = 0, []
-for name, e in entries:
-    b, en = e["data_offsets"]
-    count = 1
-    for d in e["shape"]:
-        count *= d
-    if b != pos: problems.append("gap/overlap at " + name)
-    if en - b != count * itemsize[e["dtype"]]: problems.append("size of " + name)
-    pos = en
-if pos != size - 8 - n: problems.append("data section %d != %d" % (pos, size - 8 - n))
-print(json.dumps({"count": len(h), "names": sorted(h), "dtypes": sorted({e["dtype"] for e in h.values()}),
-                  "aligned": (8 + n) % 8 == 0, "metadata": meta, "problems": problems,
-                  "shapes": {k: e["shape"] for k, e in h.items()}}))
-"""#
-
-    /// Loads tensors with the `safetensors` package (numpy backend) and prints their first values.
-    static let safetensorsValues = #"""
-import json, sys
-import numpy as np
-from safetensors import safe_open
-out = {}
-with safe_open(sys.argv[1], framework="numpy") as f:
-    for k in sys.argv[2].split(","):
-        out[k] = [float(x) for x in f.get_tensor(k).reshape(-1)[:int(sys.argv[3])].astype(np.float64)]
-print(json.dumps(out))
-"""#
-
-    /// Encodes strings with Hugging Face `tokenizers` from an exported tokenizer.json.
-    static let tokenizersCheck = #"""
-import json, sys
-from tokenizers import Tokenizer
-tok = Tokenizer.from_file(sys.argv[1])
-texts = json.loads(open(sys.argv[2], encoding="utf-8").read())
-print(json.dumps({"ids": [tok.encode(t, add_special_tokens=False).ids for t in texts],
-                  "decoded": [tok.decode(tok.encode(t, add_special_tokens=False).ids, skip_special_tokens=False) for t in texts],
-                  "with_specials": [tok.encode(t).ids for t in texts]}))
-"""#
-
-    /// Hugging Face's Llama forward, reimplemented in numpy (float64) from config.json and model.safetensors alone:
-    /// RMSNorm, rotate-halves RoPE on q/k, grouped-query causal attention, SiLU-gated MLP. Prints last-row logits.
-    static let hfForward = #"""
-import json, struct, sys
-import numpy as np
-folder, ids = sys.argv[1], json.loads(sys.argv[2])
-cfg = json.load(open(folder + "/config.json"))
-raw = open(folder + "/model.safetensors", "rb").read()
-n = struct.unpack("<Q", raw[:8])[0]
-header = json.loads(raw[8:8 + n])
-header.pop("__metadata__", None)
-dt = {"F32": np.float32, "F16": np.float16}
-def W(name):
-    e = header[name]; b, en = e["data_offsets"]
-    return np.frombuffer(raw, dtype=dt[e["dtype"]], count=(en - b) // np.dtype(dt[e["dtype"]]).itemsize,
-                         offset=8 + n + b).reshape(e["shape"]).astype(np.float64)
-D, H = cfg["hidden_size"], cfg["num_attention_heads"]
-KV, HD = cfg.get("num_key_value_heads", H), cfg.get("head_dim") or D // H
-eps, theta, L = cfg["rms_norm_eps"], cfg["rope_theta"], cfg["num_hidden_layers"]
-T = len(ids)
-def rms(x, w): return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * w
-inv = 1.0 / theta ** (np.arange(0, HD, 2) / HD)
-ang = np.outer(np.arange(T), inv)
-ang = np.concatenate([ang, ang], -1)
-cos, sin = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
-def rot_half(x): return np.concatenate([-x[..., HD // 2:], x[..., :HD // 2]], -1)
-mask = np.triu(np.full((T, T), -np.inf), 1)
-x = W("model.embed_tokens.weight")[ids]
-for l in range(L):
-    p = "model.layers.%d." % l
-    h = rms(x, W(p + "input_layernorm.weight"))
-    q = (h @ W(p + "self_attn.q_proj.weight").T).reshape(T, H, HD)
-    k = (h @ W(p + "self_attn.k_proj.weight").T).reshape(T, KV, HD)
-    v = (h @ W(p + "self_attn.v_proj.weight").T).reshape(T, KV, HD)
-    q, k = q * cos + rot_half(q) * sin, k * cos + rot_half(k) * sin
-    k, v = np.repeat(k, H // KV, axis=1), np.repeat(v, H // KV, axis=1)
-    s = np.einsum("thd,shd->hts", q, k) / np.sqrt(HD) + mask
-    s = np.exp(s - s.max(-1, keepdims=True)); s /= s.sum(-1, keepdims=True)
-    x = x + np.einsum("hts,shd->thd", s, v).reshape(T, H * HD) @ W(p + "self_attn.o_proj.weight").T
-    h = rms(x, W(p + "post_attention_layernorm.weight"))
-    g, u = h @ W(p + "mlp.gate_proj.weight").T, h @ W(p + "mlp.up_proj.weight").T
-    x = x + (g / (1 + np.exp(-g)) * u) @ W(p + "mlp.down_proj.weight").T
-x = rms(x, W("model.norm.weight"))
-head = W("model.embed_tokens.weight") if cfg.get("tie_word_embeddings") else W("lm_head.weight")
-print(json.dumps([float(v) for v in x[-1] @ head.T]))
-"""#
 }
 
 // MARK: - Layout and format units (no model needed)
@@ -639,213 +504,6 @@ final class ExportSyntheticTests: XCTestCase {
             XCTAssertEqual(meta["tokenizer.ggml.merges"] as? [String], m.tokenizer.mergeList)
             XCTAssertEqual(meta["tokenizer.ggml.token_type"] as? [Int], m.tokenizer.tokenTypes)
             XCTAssertEqual(meta["llama.attention.key_length"] as? Int, 6)
-        }
-    }
-}
-
-// MARK: - Real model
-
-final class ExportRealModelTests: XCTestCase {
-    private func assertTokenizersAgree(_ a: Tokenizer, _ b: Tokenizer, file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertEqual(a.vocabulary, b.vocabulary, file: file, line: line)
-        XCTAssertEqual(a.tokenTypes, b.tokenTypes, file: file, line: line)
-        XCTAssertEqual(a.mergeList, b.mergeList, file: file, line: line)
-        XCTAssertEqual([a.bosID, a.eosID, a.unknownID], [b.bosID, b.eosID, b.unknownID], file: file, line: line)
-        XCTAssertEqual(a.addBOS, b.addBOS, file: file, line: line)
-        XCTAssertEqual(a.preTokenizer, b.preTokenizer, file: file, line: line)
-        for s in ExportFixtures.trickyStrings {
-            XCTAssertEqual(a.encode(s), b.encode(s), s, file: file, line: line)
-            XCTAssertEqual(a.encode(s, parseSpecial: true), b.encode(s, parseSpecial: true), s, file: file, line: line)
-        }
-    }
-
-    func testGGUFExport() throws {
-        let (src, srcLogits) = try ExportFixtures.real()
-        let dir = try ExportFixtures.tempDir(self)
-        let ids = src.tokenizer.encode(ExportFixtures.prompt)
-
-        // f32: bitwise identical logits after reload.
-        let p32 = dir + "/smol-f32.gguf"
-        let r32 = try ModelExport.gguf(src, to: p32, dtype: .f32, toolVersion: "test")
-        let t0 = Date()
-        let back = try ModelFile.openGGUF(p32, hash: false)
-        let reload = Date().timeIntervalSince(t0)
-        let logits = try back.model.forward([ids]).row(0)
-        XCTAssertEqual(logits.map(\.bitPattern), srcLogits.map(\.bitPattern))
-        assertTokenizersAgree(src.tokenizer, back.tokenizer)
-        let meta = Dictionary(back.metadata.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
-        XCTAssertEqual(meta["general.file_type"]?.int, 0)
-        XCTAssertEqual(meta["scalpel.source_sha256"]?.string, src.provenance.sourceSHA256)
-        XCTAssertEqual(meta["tokenizer.chat_template"], src.metadata.first { $0.key == "tokenizer.chat_template" }?.value)
-        XCTAssertEqual(meta["general.name"], src.metadata.first { $0.key == "general.name" }?.value)
-
-        // f16.
-        let p16 = dir + "/smol-f16.gguf"
-        let r16 = try ModelExport.gguf(src, to: p16, dtype: .f16, toolVersion: "test")
-        let back16 = try ModelFile.openGGUF(p16, hash: false)
-        let logits16 = try back16.model.forward([ids]).row(0)
-        let d16 = ExportFixtures.assertHalfPrecisionClose(logits16, srcLogits)
-        print(String(format: "export gguf f32: %.1f MB in %.2f s (reload %.2f s); f16: %.1f MB in %.2f s, max |Δlogit| %.2e",
-                     Double(r32.bytes) / 1e6, r32.seconds, reload, Double(r16.bytes) / 1e6, r16.seconds, d16))
-
-        // The `gguf` Python package reads the f16 file (the f32 one shares every line of the writer but the tensor
-        // encoding, checked bitwise above; GGUFReader takes ≈6 s per file to parse the tokenizer arrays):
-        // names, types, dims, values, tokenizer arrays, provenance.
-        let sample = "token_embd.weight,blk.0.attn_q.weight,blk.29.ffn_down.weight,output_norm.weight"
-        for (path, dtype) in [(p16, ExportDType.f16)] {
-            guard let r = try Python.json(Python.ggufCheck, [path, sample], modules: ["gguf", "numpy"]) else {
-                throw XCTSkip("python gguf package not available")
-            }
-            let c = src.config
-            XCTAssertEqual(r["tensor_count"] as? Int, LlamaParameter.all(c).count)
-            XCTAssertEqual(r["names"] as? [String], LlamaParameter.all(c).map(\.ggufName))
-            let types = r["types"] as! [String: String], shapes = r["shapes"] as! [String: [Int]]
-            for p in LlamaParameter.all(c) {
-                XCTAssertEqual(types[p.ggufName], p.shape(c).count == 1 ? "F32" : dtype.safetensorsName, p.ggufName)
-                XCTAssertEqual(shapes[p.ggufName], Array(p.shape(c).reversed()), p.ggufName)
-            }
-            let values = r["values"] as! [String: [Double]]
-            for (name, p) in [("token_embd.weight", LlamaParameter.tokenEmbedding), ("blk.0.attn_q.weight", .wq(0)),
-                              ("blk.29.ffn_down.weight", .wDown(29)), ("output_norm.weight", .outputNorm)] {
-                let expect = src.model.weights.values(p).prefix(16).map {
-                    dtype == .f16 && p != .outputNorm ? HalfFloat.toFloat(HalfFloat.fromFloat($0)) : $0
-                }
-                XCTAssertEqual(values[name]!.map(Float.init), expect, name)
-            }
-            let m = r["meta"] as! [String: Any]
-            XCTAssertEqual(m["tokenizer.ggml.tokens"] as? [String], src.tokenizer.vocabulary)
-            XCTAssertEqual(m["tokenizer.ggml.merges"] as? [String], src.tokenizer.mergeList)
-            XCTAssertEqual(m["tokenizer.ggml.token_type"] as? [Int], src.tokenizer.tokenTypes)
-            XCTAssertEqual(m["general.file_type"] as? Int, Int(dtype.ggufFileType))
-            XCTAssertEqual(m["general.architecture"] as? String, "llama")
-            XCTAssertEqual(m["llama.block_count"] as? Int, 30)
-            XCTAssertEqual(m["scalpel.source_sha256"] as? String, src.provenance.sourceSHA256)
-            XCTAssertEqual(m["scalpel.tool_version"] as? String, "test")
-        }
-    }
-
-    /// A model whose metadata lacks the tokenizer arrays (what a Scalpel .h5 store gives) exports the same tokenizer,
-    /// and an edited model exports its edited weights.
-    func testGGUFExportOfEditedStoreLikeModel() throws {
-        let (src, srcLogits) = try ExportFixtures.real()
-        let dir = try ExportFixtures.tempDir(self)
-        let c = src.config
-        let w = LlamaWeights(zeros: c)
-        for p in LlamaParameter.all(c) { w.setValues(p, src.model.weights.values(p)) }
-        var down = w.values(.wDown(5))
-        for j in 0..<c.ffnDim { down[17 * c.ffnDim + j] += 0.05 * Float(j % 7 - 3) }  // one output row changed
-        w.setValues(.wDown(5), down)
-        let storeMeta = src.metadata.filter { !["tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type"].contains($0.key) }
-        let edited = ModelFile(path: "/nowhere/edited.h5", model: LlamaModel(weights: w), tokenizer: src.tokenizer,
-                               provenance: src.provenance, metadata: storeMeta)
-        let ids = src.tokenizer.encode(ExportFixtures.prompt)
-        let editedLogits = try edited.model.forward([ids]).row(0)
-        XCTAssertNotEqual(editedLogits, srcLogits)
-        try ModelExport.gguf(edited, to: dir + "/edited.gguf")
-        let back = try ModelFile.openGGUF(dir + "/edited.gguf", hash: false)
-        XCTAssertEqual(try back.model.forward([ids]).row(0).map(\.bitPattern), editedLogits.map(\.bitPattern))
-        assertTokenizersAgree(src.tokenizer, back.tokenizer)
-        XCTAssertEqual(back.metadata.first { $0.key == "scalpel.exported_from" }?.value.string, "edited.h5")
-    }
-
-    func testSafetensorsExport() throws {
-        let (src, srcLogits) = try ExportFixtures.real()
-        let dir = try ExportFixtures.tempDir(self)
-        let ids = src.tokenizer.encode(ExportFixtures.prompt)
-        let c = src.config
-
-        let f32 = dir + "/smol-f32"
-        let r32 = try ModelExport.safetensors(src, to: f32, dtype: .f32, toolVersion: "test")
-        let t0 = Date()
-        let back = try ModelFile.openSafetensors(f32, hash: false)
-        let reload = Date().timeIntervalSince(t0)
-        XCTAssertEqual(back.config, c)
-        XCTAssertEqual(try back.model.forward([ids]).row(0).map(\.bitPattern), srcLogits.map(\.bitPattern))
-        assertTokenizersAgree(src.tokenizer, back.tokenizer)
-        let meta = Dictionary(back.metadata.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
-        for k in ["general.name", "general.license", "tokenizer.chat_template", "tokenizer.ggml.padding_token_id",
-                  "tokenizer.ggml.unknown_token_id", "llama.rope.freq_base", "llama.attention.layer_norm_rms_epsilon"] {
-            XCTAssertEqual(meta[k], src.metadata.first { $0.key == k }?.value, k)
-        }
-
-        let f16 = dir + "/smol-f16"
-        let r16 = try ModelExport.safetensors(src, to: f16, dtype: .f16, toolVersion: "test")
-        let back16 = try ModelFile.openSafetensors(f16, hash: false)
-        let logits16 = try back16.model.forward([ids]).row(0)
-        let d16 = ExportFixtures.assertHalfPrecisionClose(logits16, srcLogits)
-        XCTAssertEqual(back16.provenance.quantization, ["F16": LlamaParameter.all(c).count])
-        print(String(format: "export safetensors f32: %.1f MB in %.2f s (reload %.2f s); f16: %.1f MB in %.2f s, max |Δlogit| %.2e",
-                     Double(r32.bytes) / 1e6, r32.seconds, reload, Double(r16.bytes) / 1e6, r16.seconds, d16))
-
-        // config.json as transformers expects it.
-        let cfg = try JSONSerialization.jsonObject(with: try Data(contentsOf: URL(fileURLWithPath: f16 + "/config.json"))) as! [String: Any]
-        XCTAssertEqual(cfg["architectures"] as? [String], ["LlamaForCausalLM"])
-        XCTAssertEqual(cfg["model_type"] as? String, "llama")
-        XCTAssertEqual(cfg["torch_dtype"] as? String, "float16")
-        XCTAssertEqual(cfg["tie_word_embeddings"] as? Bool, true)
-        XCTAssertEqual([cfg["hidden_size"], cfg["num_key_value_heads"], cfg["head_dim"], cfg["bos_token_id"], cfg["eos_token_id"]]
-                        .map { $0 as? Int }, [576, 3, 64, 1, 2])
-
-        // Plain-Python header validation of both files.
-        for (folder, dtype) in [(f32, "F32"), (f16, "F16")] {
-            guard let h = try Python.json(Python.safetensorsHeaderCheck, [folder + "/model.safetensors"], modules: []) else {
-                throw XCTSkip("python3 not available")
-            }
-            XCTAssertEqual(h["problems"] as? [String], [])
-            XCTAssertEqual(h["aligned"] as? Bool, true)
-            XCTAssertEqual(h["count"] as? Int, LlamaParameter.all(c).count)
-            XCTAssertEqual(h["names"] as? [String], LlamaParameter.all(c).map(\.huggingFaceName).sorted())
-            XCTAssertEqual(h["dtypes"] as? [String], [dtype])
-            XCTAssertEqual((h["shapes"] as? [String: [Int]])?["model.layers.0.self_attn.k_proj.weight"], [192, 576])
-            let md = h["metadata"] as! [String: String]
-            XCTAssertEqual(md["format"], "pt")
-            XCTAssertEqual(md["scalpel.source_sha256"], src.provenance.sourceSHA256)
-        }
-
-        // The safetensors package reads the same numbers (q/k in Hugging Face order).
-        let names = ["model.layers.3.self_attn.q_proj.weight", "model.layers.3.self_attn.k_proj.weight",
-                     "model.layers.3.mlp.up_proj.weight", "model.norm.weight"]
-        if let v = try Python.json(Python.safetensorsValues, [f32 + "/model.safetensors", names.joined(separator: ","), "2304"],
-                                   modules: ["safetensors", "numpy"]) {
-            let w = src.model.weights
-            let expect: [[Float]] = [
-                RotaryLayout.pairsToHalves(w.values(.wq(3)), heads: c.heads, columns: c.dModel),
-                RotaryLayout.pairsToHalves(w.values(.wk(3)), heads: c.kvHeads, columns: c.dModel),
-                w.values(.wUp(3)), w.values(.outputNorm),
-            ]
-            for (n, e) in zip(names, expect) {
-                let got = (v[n] as! [Double]).map(Float.init)
-                XCTAssertEqual(got, Array(e.prefix(got.count)), n)
-            }
-        }
-
-        // Hugging Face `tokenizers` encodes the reference strings to the reference ids with the exported tokenizer.json.
-        var texts = ExportFixtures.trickyStrings, expected: [[Int]?] = texts.map { _ in nil }
-        if let data = FileManager.default.contents(atPath: ExportFixtures.referenceTokenizer),
-           let ref = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any], let cases = ref["cases"] as? [[String: Any]] {
-            for cse in cases { if let t = cse["text"] as? String, let i = cse["ids"] as? [Int] { texts.append(t); expected.append(i) } }
-        }
-        let textsPath = dir + "/texts.json"
-        try JSONSerialization.data(withJSONObject: texts).write(to: URL(fileURLWithPath: textsPath))
-        if let r = try Python.json(Python.tokenizersCheck, [f16 + "/tokenizer.json", textsPath], modules: ["tokenizers"]) {
-            let hf = r["ids"] as! [[Int]], decoded = r["decoded"] as! [String], withSpecials = r["with_specials"] as! [[Int]]
-            for (i, s) in texts.enumerated() {
-                XCTAssertEqual(hf[i], src.tokenizer.encode(s, parseSpecial: true), s)
-                XCTAssertEqual(withSpecials[i], hf[i], "no BOS/EOS added: \(s)")
-                if let e = expected[i] { XCTAssertEqual(hf[i], e, s) }
-                XCTAssertEqual(decoded[i], src.tokenizer.decode(hf[i]), s)
-            }
-        }
-
-        // An independent numpy implementation of Hugging Face's Llama (rotate-halves RoPE) on the exported folder
-        // reproduces Scalpel's logits: the q/k rows are in the order Hugging Face expects.
-        // (Run on the f16 folder, half the bytes to read, against Scalpel's logits for the same f16 weights.)
-        if let out = try Python.run(Python.hfForward, [f16, "\(ids)"], modules: ["numpy"]) {
-            let ref = (try JSONSerialization.jsonObject(with: Data(out.utf8)) as! [Double]).map(Float.init)
-            let d = ExportFixtures.maxAbsDiff(ref, logits16)
-            XCTAssertLessThan(d, 1e-3)
-            XCTAssertEqual(ExportFixtures.top(ref, 5), ExportFixtures.top(logits16, 5))
-            print(String(format: "numpy HF forward vs Scalpel: max |Δlogit| %.2e", d))
         }
     }
 }
