@@ -37,8 +37,12 @@ public struct Sampler: Sendable {
         }
         var order = Array(0..<logits.count)
         if topK > 0 && topK < logits.count {
-            order.sort { logits[$0] > logits[$1] }
-            order = Array(order.prefix(topK))
+            // The k largest, most likely first, ties by index (what a stable sort of all V would keep), found by
+            // selecting the k-th largest value instead of sorting the whole vocabulary.
+            let threshold = Self.kthLargest(logits, topK)
+            var above = order.filter { logits[$0] > threshold }
+            for i in order where logits[i] == threshold && above.count < topK { above.append(i) }
+            order = above.sorted { logits[$0] != logits[$1] ? logits[$0] > logits[$1] : $0 < $1 }
         }
         let m = order.map { logits[$0] }.max() ?? 0
         let weights = order.map { Double(expf((logits[$0] - m) / temperature)) }
@@ -49,6 +53,24 @@ public struct Sampler: Sendable {
             if u <= 0 { return i }
         }
         return order.last ?? 0
+    }
+
+    /// The k-th largest of `values` (1-based), by quickselect on a copy (expected linear time).
+    static func kthLargest(_ values: UnsafeBufferPointer<Float>, _ k: Int) -> Float {
+        var a = Array(values)
+        var lo = 0, hi = a.count - 1
+        let target = k - 1  // index in descending order
+        var rng = SeededRandom(seed: 0x5eed)
+        while lo < hi {
+            let pivot = a[lo + Int(rng.next() % UInt64(hi - lo + 1))]
+            // Three-way partition, descending: [> pivot | == pivot | < pivot].
+            var i = lo, lt = lo, gt = hi
+            while i <= gt {
+                if a[i] > pivot { a.swapAt(i, lt); lt += 1; i += 1 } else if a[i] < pivot { a.swapAt(i, gt); gt -= 1 } else { i += 1 }
+            }
+            if target < lt { hi = lt - 1 } else if target > gt { lo = gt + 1 } else { return pivot }
+        }
+        return a[lo]
     }
 }
 

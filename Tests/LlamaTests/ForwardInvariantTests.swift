@@ -63,6 +63,24 @@ final class ForwardInvariantTests: XCTestCase {
         }
     }
 
+    /// Top-k sampling (selection of the k-th largest) against the definition: sort all V stably, keep k, then the same
+    /// inverse-CDF draw; logits with many ties at the boundary included.
+    func testTopKSamplerMatchesFullSortWithTies() {
+        var rng = SeededRandom(seed: 21)
+        for trial in 0..<40 {
+            let logits = (0..<300).map { _ in trial % 2 == 0 ? Float(Int(rng.next() % 7)) : Float(rng.normal() * 2) }
+            let k = 1 + Int(rng.next() % 60)
+            var r1 = SeededRandom(seed: UInt64(trial)), r2 = SeededRandom(seed: UInt64(trial))
+            let got = logits.withUnsafeBufferPointer { Sampler(temperature: 0.7, topK: k).sample($0, rng: &r1) }
+            let order = Array(logits.indices.sorted { logits[$0] > logits[$1] }.prefix(k))  // stable: ties by index
+            let m = order.map { logits[$0] }.max()!
+            let w = order.map { Double(expf((logits[$0] - m) / 0.7)) }
+            var u = r2.uniform() * w.reduce(0, +), expected = order.last!
+            for (i, wi) in zip(order, w) { u -= wi; if u <= 0 { expected = i; break } }
+            XCTAssertEqual(got, expected, "trial \(trial), k \(k)")
+        }
+    }
+
     func testKVCacheIncrementalEqualsFullForward() throws {
         let ids = [4, 8, 15, 16, 23, 42 % 40, 1, 2]
         let full = try model.forward([ids], logitRows: .all)
