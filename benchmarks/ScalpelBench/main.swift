@@ -17,9 +17,10 @@ do {
     case "forward":
         let t0 = Date()
         let m = try ModelFile.open(modelPath)
+        let load = Date().timeIntervalSince(t0)
         var r = try benchForward(model: m.model)
         r["model"] = m.path
-        r["load_seconds"] = Date().timeIntervalSince(t0)
+        r["load_seconds"] = load
         emit(r)
     case "gemm":
         emit(["peak": sgemmPeak()].merging(benchGemmShapes(rows: Int(args.dropFirst().first ?? "320") ?? 320)) { a, _ in a })
