@@ -84,13 +84,13 @@ public enum CorpusSampler {
         public var seeds = CorpusSampler.neutralSeeds
         /// Texts generated together (one batched forward per step). Does not change which texts are produced
         /// except through float rounding of differently sized matrix products.
-        public var batchSize = 64
+        public var batchSize = 200
         /// Batches generated at once, each with single-threaded BLAS (see `CollectionOptions.workers`); nil = one
         /// per processor, at most 4. Like `batchSize`, it does not change which texts are produced.
         public var workers: Int?
 
         public init(texts: Int = 800, tokensPerText: Int = 128, temperature: Float = 1.0, topK: Int = 50,
-                    seed: UInt64 = 0, seeds: [String] = CorpusSampler.neutralSeeds, batchSize: Int = 64,
+                    seed: UInt64 = 0, seeds: [String] = CorpusSampler.neutralSeeds, batchSize: Int = 200,
                     workers: Int? = nil) {
             self.texts = texts; self.tokensPerText = tokensPerText; self.temperature = temperature
             self.topK = topK; self.seed = seed; self.seeds = seeds; self.batchSize = batchSize
@@ -171,12 +171,10 @@ public enum CorpusSampler {
             // passes only read them.
             _ = try model.forward([[Int](repeating: seedIDs[0][0], count: longest + s.tokensPerText)], logitRows: .none,
                                   upTo: 1)
-            let saved = BLAS.threads
-            BLAS.setThreads(1)
-            defer { BLAS.setThreads(saved) }
             let lock = NSLock()
             var done = 0, failure: Error?
-            DispatchQueue.concurrentPerform(iterations: workers) { w in
+            // One batch per core at a time, each single-threaded (BLAS and element-wise kernels).
+            Kernels.dataParallel(workers) { w in
                 for i in stride(from: w, to: batches.count, by: workers) {
                     if lock.withLock({ failure != nil }) { return }
                     do {

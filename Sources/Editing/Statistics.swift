@@ -317,11 +317,9 @@ public final class StatisticsCollector {
             // The batch with the longest piece runs first, alone, so the model's position tables are fully grown
             // before forward passes run concurrently.
             let longest = work.indices.max { work[$0].map(\.count).max()! < work[$1].map(\.count).max()! }!
-            let saved = BLAS.threads
-            BLAS.setThreads(1)
-            defer { BLAS.setThreads(saved) }
             run(longest, worker: longest % workers)
-            DispatchQueue.concurrentPerform(iterations: workers) { w in
+            // One piece per core at a time, each single-threaded (BLAS and element-wise kernels).
+            Kernels.dataParallel(workers) { w in
                 for i in stride(from: w, to: work.count, by: workers) where i != longest {
                     if lock.withLock({ failure != nil }) { return }
                     run(i, worker: w)

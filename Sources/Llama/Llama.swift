@@ -225,14 +225,15 @@ public final class LlamaModel {
         }
         work = scoreCount * hd * 4
         let scores = FloatBuffer(max(scoreCount, 1))
-        let parallel = sequences > 1 && work >= 1 << 20 && Kernels.threadsHere > 1
+        // (Not with a KV cache: its keys/values would have to be copied out of the cache arrays for every layer.)
+        let parallel = sequences > 1 && cache == nil && work >= 1 << 20 && Kernels.threadsHere > 1
         // Parallel runs need stable pointers: keys/values that are not rows of k/v are copied here.
         // A prefix read without cache or tape is also joined with the new rows here (no arrays to allocate).
         let joinInScratch = cache == nil && tape == nil
         var kvOffsets = [Int](repeating: -1, count: sequences), kvCount = 0
         for b in 0..<sequences {
             let p0 = layout.startPositions[b]
-            if (parallel && (cache != nil || p0 > 0)) || (joinInScratch && p0 > 0) {
+            if (parallel || joinInScratch) && p0 > 0 {
                 kvOffsets[b] = kvCount; kvCount += 2 * (p0 + layout.lengths[b]) * kvw
             }
         }
