@@ -48,9 +48,10 @@ struct EvalCommand: ParsableCommand {
                                               log: { if !json { note($0) } }, progress: { bar.update($0, $1, unit: "edits") })
         bar.finish()
         let seconds = Date().timeIntervalSince(t0)
-        // Fluency after: for sequential runs the model holds every edit; otherwise re-apply nothing (fresh model).
+        // Fluency after edits is measured in sequential runs, where the model holds every edit; one edit at a time
+        // leaves no edited model behind, so "after" is reported as null rather than a copy of "before".
         let fAfter = sequential ? try CounterFactEvaluation.fluency(model: m.model, tokenizer: m.tokenizer,
-                                                                    prompts: fluencyPrompts, heldOut: heldOutChunks) : fBefore
+                                                                    prompts: fluencyPrompts, heldOut: heldOutChunks) : nil
         if let records {
             let lines = try r.records.map { rec -> String in
                 let d: [String: Any] = ["request": rec.request.json, "seconds": rec.seconds, "steps": rec.steps,
@@ -63,8 +64,10 @@ struct EvalCommand: ParsableCommand {
         if json {
             return try printJSON(["records": list.count, "layer": layer, "sequential": sequential, "seconds": seconds,
                                   "seconds_per_edit": mean, "unedited": summary(r.before), "edited": summary(r.after),
-                                  "fluency_entropy_before": nan(fBefore.entropy), "fluency_entropy_after": nan(fAfter.entropy),
-                                  "perplexity_before": nan(fBefore.perplexity), "perplexity_after": nan(fAfter.perplexity)])
+                                  "fluency_entropy_before": nan(fBefore.entropy),
+                                  "fluency_entropy_after": fAfter.map { nan($0.entropy) } ?? NSNull(),
+                                  "perplexity_before": nan(fBefore.perplexity),
+                                  "perplexity_after": fAfter.map { nan($0.perplexity) } ?? NSNull()])
         }
         print("CounterFact, \(list.count) records, layer \(layer), \(sequential ? "sequential" : "one edit at a time"), "
               + String(format: "%.1f s per edit", mean))
@@ -73,9 +76,12 @@ struct EvalCommand: ParsableCommand {
             print(String(format: "%-9@ %6.1f %6.1f %6.1f %6.1f %6.1f %6.1f %6.1f", name, s.efficacy, s.paraphrase,
                          s.neighborhood, s.score, s.efficacyMagnitude, s.paraphraseMagnitude, s.neighborhoodMagnitude))
         }
-        if sequential || heldOut != nil {
+        if let fAfter {
             print(String(format: "fluency (n-gram entropy) %.3f → %.3f, perplexity %.2f → %.2f", fBefore.entropy, fAfter.entropy,
                          fBefore.perplexity, fAfter.perplexity))
+        } else {
+            print(String(format: "fluency (n-gram entropy) of the unedited model %.3f, perplexity %.2f "
+                         + "(after edits: run with --sequential)", fBefore.entropy, fBefore.perplexity))
         }
     }
 
