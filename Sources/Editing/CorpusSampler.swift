@@ -194,43 +194,10 @@ public enum CorpusSampler {
     }
 
     /// Samples from the `k` largest logits of `row` (all when k is 0) at `temperature` (0 = greedy) with Llama's
-    /// `Sampler`, without sorting the whole vocabulary.
+    /// `Sampler`.
     static func sampleTopK(_ row: UnsafePointer<Float>, count: Int, k: Int, temperature: Float,
                            rng: inout SeededRandom) -> Int {
-        let keep = k <= 0 || k >= count ? count : k
-        var top: [Int]
-        if keep == count {
-            top = Array(0..<count)
-        } else {
-            // Min-heap of the best `keep` indices (by logit, then lower index).
-            func less(_ a: Int, _ b: Int) -> Bool { row[a] < row[b] || (row[a] == row[b] && a > b) }
-            var heap: [Int] = []
-            heap.reserveCapacity(keep)
-            func siftDown(_ start: Int) {
-                var i = start
-                while true {
-                    let l = 2 * i + 1, r = l + 1
-                    var m = i
-                    if l < heap.count && less(heap[l], heap[m]) { m = l }
-                    if r < heap.count && less(heap[r], heap[m]) { m = r }
-                    if m == i { return }
-                    heap.swapAt(i, m); i = m
-                }
-            }
-            for id in 0..<count {
-                if heap.count < keep {
-                    heap.append(id)
-                    var i = heap.count - 1
-                    while i > 0 && less(heap[i], heap[(i - 1) / 2]) { heap.swapAt(i, (i - 1) / 2); i = (i - 1) / 2 }
-                } else if less(heap[0], id) {
-                    heap[0] = id; siftDown(0)
-                }
-            }
-            top = heap.sorted { less($1, $0) }
-        }
-        let values = top.map { row[$0] }
-        let pick = values.withUnsafeBufferPointer { Sampler(temperature: temperature, topK: 0).sample($0, rng: &rng) }
-        return top[pick]
+        Sampler(temperature: temperature, topK: k).sample(UnsafeBufferPointer(start: row, count: count), rng: &rng)
     }
 
     // MARK: Text files

@@ -5,14 +5,14 @@ import Foundation
 extension LlamaModel {
     /// Whether `forward` may split this batch across the cores (see `forwardDataParallel`).
     func canSplit(_ batch: [[Int]], hooks: Hooks?, logitRows: LogitRows, cache: KVCache?, tape: ForwardTape?) -> Bool {
-        guard hooks == nil, cache == nil, tape == nil, batch.count >= 2, Kernels.elementwiseThreads > 1,
+        guard hooks == nil, cache == nil, tape == nil, batch.count >= 2, Kernels.cores > 1,
               !Kernels.isSerialHere else { return false }
         switch logitRows {
         case .rows: return false
         case .none, .last, .all: break
         }
         // Below a few dozen rows per core the split costs more than it saves.
-        return batch.reduce(0) { $0 + $1.count } >= 32 * Kernels.elementwiseThreads
+        return batch.reduce(0) { $0 + $1.count } >= 32 * Kernels.cores
     }
 
     /// `forward` of a batch split into one contiguous slice of sequences per core, each run single-threaded
@@ -20,7 +20,7 @@ extension LlamaModel {
     /// runs once over all logit rows (its 113 MB weight read once, by all cores). Every row's arithmetic is the
     /// same as in one packed batch.
     func forwardDataParallel(_ batch: [[Int]], logitRows: LogitRows, upTo: Int?) -> Output {
-        let parts = min(Kernels.elementwiseThreads, batch.count)
+        let parts = min(Kernels.cores, batch.count)
         // Contiguous slices with about equal token counts.
         let total = batch.reduce(0) { $0 + $1.count }
         var bounds = [0], acc = 0
@@ -45,13 +45,7 @@ extension LlamaModel {
             (residual.pointer + rowOffset * d).update(from: o.residual.pointer, count: o.layout.rows * d)
             rowOffset += o.layout.rows
         }
-        let ran = min(upTo ?? config.layers, config.layers) == config.layers
-        let rows: [Int]
-        switch logitRows {
-        case .last: rows = ran ? layout.lastRows : []
-        case .all: rows = ran ? Array(0..<layout.rows) : []
-        case .none, .rows: rows = []
-        }
+        let rows = logitRows.indices(layout, ranAllLayers: min(upTo ?? config.layers, config.layers) == config.layers)
         let logits = rows.isEmpty ? FloatBuffer(0) : self.logits(residual, rows: rows)
         return Output(logits: logits, rows: rows, layout: layout, residual: residual)
     }

@@ -35,15 +35,7 @@ public struct Sampler: Sendable {
             for i in 1..<logits.count where logits[i] > logits[best] { best = i }
             return best
         }
-        var order = Array(0..<logits.count)
-        if topK > 0 && topK < logits.count {
-            // The k largest, most likely first, ties by index (what a stable sort of all V would keep), found by
-            // selecting the k-th largest value instead of sorting the whole vocabulary.
-            let threshold = Self.kthLargest(logits, topK)
-            var above = order.filter { logits[$0] > threshold }
-            for i in order where logits[i] == threshold && above.count < topK { above.append(i) }
-            order = above.sorted { logits[$0] != logits[$1] ? logits[$0] > logits[$1] : $0 < $1 }
-        }
+        let order = topK > 0 && topK < logits.count ? Self.topIndices(logits, topK) : Array(0..<logits.count)
         let m = order.map { logits[$0] }.max() ?? 0
         let weights = order.map { Double(expf((logits[$0] - m) / temperature)) }
         let total = weights.reduce(0, +)
@@ -55,22 +47,34 @@ public struct Sampler: Sendable {
         return order.last ?? 0
     }
 
-    /// The k-th largest of `values` (1-based), by quickselect on a copy (expected linear time).
-    static func kthLargest(_ values: UnsafeBufferPointer<Float>, _ k: Int) -> Float {
-        var a = Array(values)
-        var lo = 0, hi = a.count - 1
-        let target = k - 1  // index in descending order
-        var rng = SeededRandom(seed: 0x5eed)
-        while lo < hi {
-            let pivot = a[lo + Int(rng.next() % UInt64(hi - lo + 1))]
-            // Three-way partition, descending: [> pivot | == pivot | < pivot].
-            var i = lo, lt = lo, gt = hi
-            while i <= gt {
-                if a[i] > pivot { a.swapAt(i, lt); lt += 1; i += 1 } else if a[i] < pivot { a.swapAt(i, gt); gt -= 1 } else { i += 1 }
+    /// Indices of the k largest logits, most likely first, ties by lower index (what a stable sort of all V would
+    /// keep), from a min-heap of k entries instead of sorting the whole vocabulary.
+    public static func topIndices(_ logits: UnsafeBufferPointer<Float>, _ k: Int) -> [Int] {
+        // `worse(a, b)`: a ranks below b (smaller logit, or equal logit and higher index).
+        func worse(_ a: Int, _ b: Int) -> Bool { logits[a] < logits[b] || (logits[a] == logits[b] && a > b) }
+        var heap: [Int] = []
+        heap.reserveCapacity(k)
+        func siftDown(_ start: Int) {
+            var i = start
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var m = i
+                if l < heap.count && worse(heap[l], heap[m]) { m = l }
+                if r < heap.count && worse(heap[r], heap[m]) { m = r }
+                if m == i { return }
+                heap.swapAt(i, m); i = m
             }
-            if target < lt { hi = lt - 1 } else if target > gt { lo = gt + 1 } else { return pivot }
         }
-        return a[lo]
+        for id in 0..<logits.count {
+            if heap.count < k {
+                heap.append(id)
+                var i = heap.count - 1
+                while i > 0 && worse(heap[i], heap[(i - 1) / 2]) { heap.swapAt(i, (i - 1) / 2); i = (i - 1) / 2 }
+            } else if worse(heap[0], id) {
+                heap[0] = id; siftDown(0)
+            }
+        }
+        return heap.sorted { worse($1, $0) }
     }
 }
 

@@ -13,6 +13,17 @@ public enum LogitRows: Equatable, Sendable {
     case last
     case all
     case rows([Int])
+
+    /// The rows of `layout` this selects; none when the pass stopped before the last layer (no logits then).
+    func indices(_ layout: BatchLayout, ranAllLayers: Bool) -> [Int] {
+        guard ranAllLayers else { return [] }
+        switch self {
+        case .none: return []
+        case .last: return layout.lastRows
+        case .all: return Array(0..<layout.rows)
+        case let .rows(r): return r
+        }
+    }
 }
 
 /// Values of one layer saved by a forward pass for the backward pass.
@@ -218,12 +229,12 @@ public final class LlamaModel {
         let scale = 1 / Float(hd).squareRoot()
         let sequences = layout.sequences
         // Scores of every sequence, [H, t, tAll] each, packed.
-        var scoreOffsets: [Int] = [], scoreCount = 0, work = 0
+        var scoreOffsets: [Int] = [], scoreCount = 0
         for b in 0..<sequences {
             let t = layout.lengths[b], tAll = layout.startPositions[b] + t
             scoreOffsets.append(scoreCount); scoreCount += c.heads * t * tAll
         }
-        work = scoreCount * hd * 4
+        let work = scoreCount * hd * 4
         let scores = FloatBuffer(max(scoreCount, 1))
         // (Not with a KV cache: its keys/values would have to be copied out of the cache arrays for every layer.)
         let parallel = sequences > 1 && cache == nil && work >= 1 << 20 && Kernels.threadsHere > 1
@@ -371,7 +382,9 @@ public final class LlamaModel {
         /// The rows (of the packed batch) the logits belong to.
         public let rows: [Int]
         public let layout: BatchLayout
-        /// Residual stream after the last layer run, [N, D].
+        /// Residual stream after the last layer run, [N, D]. When the full model ran with `.last` logits and no hooks,
+        /// tape or cache, the last block is computed only at the last rows: only those rows hold the final residual
+        /// (the others hold the last block's input).
         public let residual: FloatBuffer
         public var vocabSize: Int { logits.count / max(rows.count, 1) }
 
@@ -407,14 +420,7 @@ public final class LlamaModel {
         let trim = logitRows == .last && hooks == nil && tape == nil && cache == nil && stop == config.layers
         runLayers(x, layout: layout, layers: 0..<stop, hooks: hooks, cache: cache, tape: tape,
                   outputRows: trim ? layout.lastRows : nil)
-        var rows: [Int]
-        switch logitRows {
-        case .none: rows = []
-        case .last: rows = layout.lastRows
-        case .all: rows = Array(0..<layout.rows)
-        case let .rows(r): rows = r
-        }
-        if stop < config.layers { rows = [] }
+        let rows = logitRows.indices(layout, ranAllLayers: stop == config.layers)
         let logits = rows.isEmpty || headless ? FloatBuffer(0) : logits(x, rows: rows, tape: tape)
         return Output(logits: logits, rows: rows, layout: layout, residual: x)
     }
