@@ -9,39 +9,11 @@ import Llama
 final class CrashSafetyTests: XCTestCase {
     typealias F = EditLogFixtures
 
-    func binary() throws -> String {
-        let candidates = [URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent(),
-                          Bundle.main.bundleURL.deletingLastPathComponent(), Bundle.main.bundleURL]
-        for c in candidates {
-            let b = c.appendingPathComponent("scalpel").path
-            if FileManager.default.isExecutableFile(atPath: b) { return b }
-        }
-        throw XCTSkip("scalpel binary not found beside the tests")
-    }
+    func binary() throws -> String { try F.scalpelBinary() }
 
-    /// Runs the binary; kills it after `killAfter` seconds when given. Returns the wall time, whether it was killed,
-    /// its exit status and (uninterrupted runs) the end of its standard error.
+    /// Runs the binary; kills it after `killAfter` seconds when given (`EditLogFixtures.runScalpel`).
     func run(_ args: [String], killAfter: Double? = nil) throws -> (seconds: Double, killed: Bool, status: Int32, stderr: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: try binary())
-        p.arguments = args
-        p.standardOutput = FileHandle.nullDevice
-        // A file, not a pipe: a chatty child never blocks on a full pipe, and a killed one leaves nothing to drain.
-        let errPath = NSTemporaryDirectory() + "scalpel-crash-\(UUID().uuidString).stderr"
-        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
-        defer { try? FileManager.default.removeItem(atPath: errPath) }
-        p.standardError = killAfter == nil ? try FileHandle(forWritingTo: URL(fileURLWithPath: errPath)) : FileHandle.nullDevice
-        let t0 = Date()
-        try p.run()
-        var killed = false
-        if let killAfter {
-            Thread.sleep(forTimeInterval: killAfter)
-            if p.isRunning { kill(p.processIdentifier, SIGKILL); killed = true }
-        }
-        p.waitUntilExit()
-        let err = String(decoding: FileManager.default.contents(atPath: errPath) ?? Data(), as: UTF8.self)
-        return (Date().timeIntervalSince(t0), killed && p.terminationReason == .uncaughtSignal, p.terminationStatus,
-                String(err.suffix(2000)))
+        try F.runScalpel(try binary(), args, killAfter: killAfter)
     }
 
     /// The last round of `killLoop`: when the kill was sent (fraction of the uninterrupted run's time), and whether

@@ -11,6 +11,44 @@ enum EditLogFixtures {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent()
 
+    /// The `scalpel` binary built beside the tests (skips the test when it is not there).
+    static func scalpelBinary() throws -> String {
+        let candidates = [URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent(),
+                          Bundle.main.bundleURL.deletingLastPathComponent(), Bundle.main.bundleURL,
+                          URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().deletingLastPathComponent()]
+        for c in candidates {
+            let b = c.appendingPathComponent("scalpel").path
+            if FileManager.default.isExecutableFile(atPath: b) { return b }
+        }
+        throw XCTSkip("scalpel binary not found beside the tests (build it: swift build --product scalpel)")
+    }
+
+    /// Runs `binary args`; sends SIGKILL after `killAfter` seconds when given. Returns the wall time, whether the kill
+    /// hit the running process, its exit status and (uninterrupted runs) the end of its standard error.
+    static func runScalpel(_ binary: String, _ args: [String], killAfter: Double? = nil) throws
+        -> (seconds: Double, killed: Bool, status: Int32, stderr: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: binary)
+        p.arguments = args
+        p.standardOutput = FileHandle.nullDevice
+        // A file, not a pipe: a chatty child never blocks on a full pipe, and a killed one leaves nothing to drain.
+        let errPath = NSTemporaryDirectory() + "scalpel-run-\(UUID().uuidString).stderr"
+        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
+        defer { try? FileManager.default.removeItem(atPath: errPath) }
+        p.standardError = killAfter == nil ? try FileHandle(forWritingTo: URL(fileURLWithPath: errPath)) : FileHandle.nullDevice
+        let t0 = Date()
+        try p.run()
+        var killed = false
+        if let killAfter {
+            Thread.sleep(forTimeInterval: killAfter)
+            if p.isRunning { kill(p.processIdentifier, SIGKILL); killed = true }
+        }
+        p.waitUntilExit()
+        let err = String(decoding: FileManager.default.contents(atPath: errPath) ?? Data(), as: UTF8.self)
+        return (Date().timeIntervalSince(t0), killed && p.terminationReason == .uncaughtSignal, p.terminationStatus,
+                String(err.suffix(2000)))
+    }
+
     /// 2 layers, D 16, F 24, V 40: fast.
     static let tiny = LlamaConfig(layers: 2, dModel: 16, heads: 4, kvHeads: 2, headDim: 4, ffnDim: 24, vocabSize: 40,
                                   contextLength: 64, ropeBase: 10000, rmsEps: 1e-5, tiedEmbeddings: true)
@@ -532,21 +570,10 @@ final class EditLogTests: XCTestCase {
     // MARK: Crash safety
 
     /// The built `scalpel` binary (next to the test bundle), or skip.
-    static func scalpelBinary() throws -> String {
-        let candidates = [URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent(),
-                          Bundle.main.bundleURL.deletingLastPathComponent(), Bundle.main.bundleURL,
-                          URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().deletingLastPathComponent()]
-        for c in candidates {
-            let b = c.appendingPathComponent("scalpel").path
-            if FileManager.default.isExecutableFile(atPath: b) { return b }
-        }
-        throw XCTSkip("scalpel binary not found beside the tests (build it: swift build --product scalpel)")
-    }
-
     /// Runs `scalpel revert/reapply` on a store and kills it with SIGKILL after a random delay, 20 times: the store
     /// must always open, pass the structural audit, and hold either the previous or the new state.
     func testKilledRevertAndReapplyLeaveThePreviousOrTheNewStore() throws {
-        let binary = try Self.scalpelBinary()
+        let binary = try F.scalpelBinary()
         let dir = try F.tempDir(self), store = dir + "/medium.h5"
         try F.makeStore(store, config: F.medium)
         try F.appendSynthetic(store, layer: 0, seed: 1)
@@ -559,20 +586,8 @@ final class EditLogTests: XCTestCase {
         XCTAssertNotEqual(active, reverted)
 
         func run(_ args: [String], killAfter: Double?) throws -> (seconds: Double, killed: Bool) {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: binary)
-            p.arguments = args
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
-            let t0 = Date()
-            try p.run()
-            var killed = false
-            if let killAfter {
-                Thread.sleep(forTimeInterval: killAfter)
-                if p.isRunning { kill(p.processIdentifier, SIGKILL); killed = true }
-            }
-            p.waitUntilExit()
-            return (Date().timeIntervalSince(t0), killed && p.terminationReason == .uncaughtSignal)
+            let r = try F.runScalpel(binary, args, killAfter: killAfter)
+            return (r.seconds, r.killed)
         }
         // Calibrate: how long one uninterrupted command takes.
         let full = try run(["revert", "e0002", "--model", store], killAfter: nil).seconds

@@ -278,7 +278,7 @@ final class ROMETests: XCTestCase {
     /// another layer each exit non-zero with an error naming the problem, and leave the store, the statistics and
     /// the folder byte-for-byte as they were. The same command with a good request does change the store.
     func testBadRequestsFailClearlyAndLeaveTheStoreUntouched() throws {
-        let binary = try EditLogTests.scalpelBinary()
+        let binary = try EditLogFixtures.scalpelBinary()
         let (dir, store, stats) = try tinyStoreWithStatistics()
         let requests = try F.tempDir(self)
         func request(_ name: String, _ json: [String: Any]) throws -> String {
