@@ -86,20 +86,33 @@ final class BufferPool: @unchecked Sendable {
     private var pooledBytes = 0
     private let lock = NSLock()
 
-    func take(_ count: Int) -> UnsafeMutablePointer<Float>? {
-        guard count >= minimumCount else { return nil }
-        lock.lock(); defer { lock.unlock() }
-        guard let p = free[count]?.popLast() else { return nil }
-        pooledBytes -= count * 4
-        return p
+    /// The capacity allocated for a request of `count` floats: requests are rounded up to size classes (steps of
+    /// a sixteenth of the next power of two), so batches whose row count varies (patching waves) still reuse buffers.
+    static func sizeClass(_ count: Int) -> Int {
+        guard count > 8 else { return max(count, 1) }
+        let step = 1 << (Int.bitWidth - (count - 1).leadingZeroBitCount - 4)
+        return (count + step - 1) / step * step
     }
 
+    /// Storage for at least `count` floats (exactly `sizeClass(count)`), recycled when one is free.
+    func take(_ count: Int) -> UnsafeMutablePointer<Float>? {
+        guard count >= minimumCount else { return nil }
+        let size = Self.sizeClass(count)
+        lock.lock()
+        let p = free[size]?.popLast()
+        if p != nil { pooledBytes -= size * 4 }
+        lock.unlock()
+        return p ?? .allocate(capacity: size)
+    }
+
+    /// Keeps storage taken for `count` floats for reuse; false when the pool is full (the caller frees it).
     func give(_ p: UnsafeMutablePointer<Float>, count: Int) -> Bool {
         guard count >= minimumCount else { return false }
+        let size = Self.sizeClass(count)
         lock.lock(); defer { lock.unlock() }
-        guard pooledBytes + count * 4 <= limitBytes else { return false }
-        free[count, default: []].append(p)
-        pooledBytes += count * 4
+        guard pooledBytes + size * 4 <= limitBytes else { return false }
+        free[size, default: []].append(p)
+        pooledBytes += size * 4
         return true
     }
 }

@@ -176,13 +176,19 @@ public final class LlamaModel {
         func fire(_ k: HookKind, _ p: UnsafeMutablePointer<Float>) {
             hooks?.fire(HookPoint(l, k), p, width: k.width(c), layout: layout)
         }
-        let attnOut = FloatBuffer(n * d)
-        w.wo.withUnsafeBufferPointer {
-            BLAS.sgemm(transB: true, m: n, n: d, k: qw, a: z.pointer, lda: qw, b: $0.baseAddress!, ldb: qw,
-                       c: attnOut.pointer, ldc: d)
+        // x += z·W_Oᵀ, accumulated by the GEMM itself unless a hook sees the attention output on its own.
+        w.wo.withUnsafeBufferPointer { wo in
+            if hooks?.has(HookPoint(l, .attnOut)) ?? false {
+                let attnOut = FloatBuffer(n * d)
+                BLAS.sgemm(transB: true, m: n, n: d, k: qw, a: z.pointer, lda: qw, b: wo.baseAddress!, ldb: qw,
+                           c: attnOut.pointer, ldc: d)
+                fire(.attnOut, attnOut.pointer)
+                for i in 0..<(n * d) { x.pointer[i] += attnOut.pointer[i] }
+            } else {
+                BLAS.sgemm(transB: true, m: n, n: d, k: qw, a: z.pointer, lda: qw, b: wo.baseAddress!, ldb: qw,
+                           beta: 1, c: x.pointer, ldc: d)
+            }
         }
-        fire(.attnOut, attnOut.pointer)
-        for i in 0..<(n * d) { x.pointer[i] += attnOut.pointer[i] }
         fire(.residMid, x.pointer)
         if let tape { tape.z = z; tape.mid = FloatBuffer(x.array) }
 
@@ -209,13 +215,19 @@ public final class LlamaModel {
         let post = FloatBuffer(n * f)
         Kernels.swigluForward(out: post.pointer, gateUp: gu.pointer, rows: n, width: f)
         fire(.mlpPost, post.pointer)
-        let mlpOut = FloatBuffer(n * d)
-        w.wDown.withUnsafeBufferPointer {
-            BLAS.sgemm(transB: true, m: n, n: d, k: f, a: post.pointer, lda: f, b: $0.baseAddress!, ldb: f,
-                       c: mlpOut.pointer, ldc: d)
+        // x += post·W_downᵀ, likewise accumulated by the GEMM unless a hook sees the MLP output.
+        w.wDown.withUnsafeBufferPointer { wd in
+            if hooks?.has(HookPoint(l, .mlpOut)) ?? false {
+                let mlpOut = FloatBuffer(n * d)
+                BLAS.sgemm(transB: true, m: n, n: d, k: f, a: post.pointer, lda: f, b: wd.baseAddress!, ldb: f,
+                           c: mlpOut.pointer, ldc: d)
+                fire(.mlpOut, mlpOut.pointer)
+                for i in 0..<(n * d) { x.pointer[i] += mlpOut.pointer[i] }
+            } else {
+                BLAS.sgemm(transB: true, m: n, n: d, k: f, a: post.pointer, lda: f, b: wd.baseAddress!, ldb: f,
+                           beta: 1, c: x.pointer, ldc: d)
+            }
         }
-        fire(.mlpOut, mlpOut.pointer)
-        for i in 0..<(n * d) { x.pointer[i] += mlpOut.pointer[i] }
         fire(.residPost, x.pointer)
         if let tape { tape.rstd2 = rstd2; tape.xn2 = xn2; tape.gateUp = gu; tape.post = post }
     }

@@ -35,6 +35,12 @@ final class PatchingTests: XCTestCase {
             // Windows and multi-position patches too.
             runs.append([Patch(HookPoint(0, .mlpOut), positions: [2]), Patch(HookPoint(1, .mlpOut), positions: [2])])
             runs.append([Patch(HookPoint(1, .attnOut), positions: [1, 4, 5])])
+            // First patched layer computed at its patched rows alone (row-local kinds), including spans with
+            // unpatched rows inside, later patches before the span, and a first layer that is not row-local.
+            runs.append([Patch(HookPoint(0, .attnQ), positions: [2, 4]), Patch(HookPoint(0, .mlpPost), positions: [3])])
+            runs.append([Patch(HookPoint(0, .mlpOut), positions: [4]), Patch(HookPoint(1, .attnZ), positions: [1], heads: [0])])
+            runs.append([Patch(HookPoint(0, .residPost), positions: [5]), Patch(HookPoint(1, .residPre), positions: [2])])
+            runs.append([Patch(HookPoint(0, .attnOut), positions: [3]), Patch(HookPoint(0, .attnK), positions: [3])])
             runs.append([])
             let points = Set(runs.flatMap { $0.map(\.point) })
             let engine = try PatchingEngine(model: model, baseTokens: baseT, baseInterventions: baseH, sourceTokens: srcT,

@@ -35,9 +35,16 @@ func benchForward(model: LlamaModel) throws -> [String: Any] {
     let c = model.config
     var rng = SeededRandom(seed: 1)
     let batch = (0..<32).map { _ in (0..<10).map { _ in Int(rng.next() % UInt64(c.vocabSize)) } }
-    let peak = sgemmPeak()
-    let tBatch = try bestTime { _ = try model.forward(batch) }
+    // This machine's speed drifts by ±10 % over seconds (shared host), so the peak and the batch are measured in
+    // alternating rounds: best of each over the rounds, and the median of the per-round ratios.
     let flops = forwardFlops(c, tokens: 320, seqLen: 10, logitRows: 32)
+    var peaks: [Double] = [], times: [Double] = [], ratios: [Double] = []
+    for _ in 0..<7 {
+        let p = sgemmPeak()
+        let t = try bestTime(repeats: 2) { _ = try model.forward(batch) }
+        peaks.append(p); times.append(t); ratios.append(flops / t / 1e9 / p)
+    }
+    let peak = peaks.max()!, tBatch = times.min()!
     let gflops = flops / tBatch / 1e9
     // Single prompt of 10 tokens (latency), a 512-token prompt, and generation with the KV cache.
     let tSingle = try bestTime { _ = try model.forward([batch[0]]) }
@@ -50,6 +57,8 @@ func benchForward(model: LlamaModel) throws -> [String: Any] {
         "sgemm_peak_gflops": peak,
         "batch_32x10_seconds": tBatch, "batch_32x10_tokens_per_s": 320 / tBatch, "batch_gflops": gflops,
         "batch_fraction_of_sgemm_peak": gflops / peak,
+        "batch_fraction_median_of_rounds": ratios.sorted()[ratios.count / 2],
+        "batch_fraction_rounds": ratios,
         "single_10_token_latency_ms": tSingle * 1000,
         "prompt_512_tokens_per_s": 512 / tLong,
         "generate_tokens_per_s": Double(genTokens) / (tGen - tPrefill),
