@@ -296,7 +296,16 @@ public final class PatchingEngine {
         var hooks = Hooks()
         for (point, byRun) in patchesAt where point.layer == l {
             let width = point.kind.width(c)
-            hooks.add(point) { [self] a in
+            // Rows a whole-row patch replaces (the model may skip computing them).
+            var rows: [Int] = []
+            for (i, s) in entries.enumerated() {
+                for patch in byRun[s.run] ?? [] where patch.heads == nil {
+                    for pos in patch.positions where pos >= s.start && pos < s.start + s.length {
+                        rows.append(layout.row(seq: i, pos: pos))
+                    }
+                }
+            }
+            hooks.add(point, overwritingRows: rows) { [self] a in
                 for (i, s) in entries.enumerated() {
                     guard let patches = byRun[s.run] else { continue }
                     for patch in patches {

@@ -106,10 +106,27 @@ public struct Activation {
 public struct Hooks {
     public typealias Function = (Activation) -> Void
     private var table: [HookPoint: [Function]] = [:]
+    /// Rows each point's functions overwrite entirely, while every function there declared its rows.
+    private var overwrites: [HookPoint: Set<Int>] = [:]
     public init() {}
 
     /// Adds `fn` at `point` (several functions at one point run in the order added).
-    public mutating func add(_ point: HookPoint, _ fn: @escaping Function) { table[point, default: []].append(fn) }
+    public mutating func add(_ point: HookPoint, _ fn: @escaping Function) {
+        table[point, default: []].append(fn)
+        overwrites[point] = nil
+    }
+
+    /// Adds `fn` at `point`, declaring that it only writes, and writes the whole of batch rows `rows` (it reads
+    /// nothing). When every function at a point declares its rows, the forward pass may skip computing those rows of
+    /// that activation (e.g. the MLP of rows whose `hook_mlp_out` is replaced).
+    public mutating func add(_ point: HookPoint, overwritingRows rows: [Int], _ fn: @escaping Function) {
+        let declared = table[point] == nil || overwrites[point] != nil
+        table[point, default: []].append(fn)
+        overwrites[point] = declared ? overwrites[point, default: []].union(rows) : nil
+    }
+
+    /// Rows of `point` that its functions overwrite entirely (empty unless every function declared its rows).
+    func overwrittenRows(_ point: HookPoint) -> Set<Int> { overwrites[point] ?? [] }
     public var isEmpty: Bool { table.isEmpty }
     public var points: [HookPoint] { Array(table.keys) }
 

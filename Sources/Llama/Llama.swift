@@ -193,6 +193,12 @@ public final class LlamaModel {
         if let tape { tape.z = z; tape.mid = FloatBuffer(x.array) }
 
         // MLP: gate|up = rmsnorm(x) · Wgateupᵀ; post = silu(gate) ⊙ up; out = post · Wdownᵀ
+        let replaced = hooks?.overwrittenRows(HookPoint(l, .mlpOut)) ?? []
+        if !replaced.isEmpty, tape == nil,
+           ![HookKind.mlpPre, .mlpPreLinear, .mlpPost].contains(where: { hooks?.has(HookPoint(l, $0)) ?? false }) {
+            mlpSkippingReplacedRows(l, x: x, layout: layout, replaced: replaced, hooks: hooks!)
+            return
+        }
         let xn2 = FloatBuffer(n * d), rstd2 = FloatBuffer(n)
         w.ffnNorm.withUnsafeBufferPointer {
             Kernels.rmsnormForward(out: xn2.pointer, x: x.pointer, w: $0.baseAddress!, rows: n, width: d, eps: c.rmsEps,
@@ -230,6 +236,35 @@ public final class LlamaModel {
         }
         fire(.residPost, x.pointer)
         if let tape { tape.rstd2 = rstd2; tape.xn2 = xn2; tape.gateUp = gu; tape.post = post }
+    }
+
+    /// The MLP of block `l` when hooks replace `hook_mlp_out` at rows `replaced` and nothing reads the MLP inside:
+    /// computed at the other rows only; the replaced rows are handed to the hooks as zeros, for them to overwrite.
+    private func mlpSkippingReplacedRows(_ l: Int, x: FloatBuffer, layout: BatchLayout, replaced: Set<Int>, hooks: Hooks) {
+        let c = config, n = layout.rows, d = c.dModel, f = c.ffnDim
+        let w = weights.layers[l]
+        let keep = (0..<n).filter { !replaced.contains($0) }, m = keep.count
+        let xk = FloatBuffer(max(m, 1) * d), xn = FloatBuffer(max(m, 1) * d), rstd = FloatBuffer(max(m, 1))
+        for (i, r) in keep.enumerated() { (xk.pointer + i * d).update(from: x.pointer + r * d, count: d) }
+        w.ffnNorm.withUnsafeBufferPointer {
+            Kernels.rmsnormForward(out: xn.pointer, x: xk.pointer, w: $0.baseAddress!, rows: m, width: d, eps: c.rmsEps,
+                                   rstd: rstd.pointer)
+        }
+        let gu = FloatBuffer(max(m, 1) * 2 * f), post = FloatBuffer(max(m, 1) * f), outK = FloatBuffer(max(m, 1) * d)
+        w.wGateUp.withUnsafeBufferPointer {
+            BLAS.sgemm(transB: true, m: m, n: 2 * f, k: d, a: xn.pointer, lda: d, b: $0.baseAddress!, ldb: d,
+                       c: gu.pointer, ldc: 2 * f)
+        }
+        Kernels.swigluForward(out: post.pointer, gateUp: gu.pointer, rows: m, width: f)
+        w.wDown.withUnsafeBufferPointer {
+            BLAS.sgemm(transB: true, m: m, n: d, k: f, a: post.pointer, lda: f, b: $0.baseAddress!, ldb: f,
+                       c: outK.pointer, ldc: d)
+        }
+        let mlpOut = FloatBuffer(n * d, zeroed: true)
+        for (i, r) in keep.enumerated() { (mlpOut.pointer + r * d).update(from: outK.pointer + i * d, count: d) }
+        hooks.fire(HookPoint(l, .mlpOut), mlpOut.pointer, width: d, layout: layout)
+        for i in 0..<(n * d) { x.pointer[i] += mlpOut.pointer[i] }
+        hooks.fire(HookPoint(l, .residPost), x.pointer, width: d, layout: layout)
     }
 
     /// Causal grouped-query attention per sequence: z = softmax(q kᵀ/√HD + mask) v.

@@ -55,6 +55,27 @@ final class PatchingTests: XCTestCase {
         }
     }
 
+    /// Window runs of one kind alone, as a trace sweeps them: the model skips the MLP at rows whose output a patch
+    /// replaces, and the first patched layer runs at the patched row alone.
+    func testWindowSweepsEqualNaive() throws {
+        let noise = Corruption.noiseHooks(std: 0.5, samples: 3, seed: 4, positions: 1...2, width: model.config.dModel)
+        let engine = try PatchingEngine(model: model, baseTokens: Array(repeating: clean, count: 3), baseInterventions: noise,
+                                        sourceTokens: [clean], points: Set((0..<3).flatMap { [HookPoint($0, .mlpOut), HookPoint($0, .attnOut)] }))
+        let m = Metric(kind: .prob, answer: 4)
+        for kind in [HookKind.mlpOut, .attnOut] {
+            var runs: [[Patch]] = []
+            for l in 0..<3 { for t in 0..<clean.count {
+                runs.append((max(0, l - 1)..<min(3, l + 1)).map { Patch(HookPoint($0, kind), positions: [t]) })
+            } }
+            runs.append([Patch(HookPoint(0, kind), positions: [1, 3]), Patch(HookPoint(1, kind), positions: [2, 5])])
+            let fast = try engine.evaluate(runs, columns: m.columns, score: { m.score($1) })
+            let naive = try engine.evaluate(runs, columns: m.columns, naive: true, score: { m.score($1) })
+            for (i, (f, n)) in zip(fast, naive).enumerated() {
+                XCTAssertEqual(f, n, accuracy: 1e-5, "\(kind) run \(i): \(runs[i])")
+            }
+        }
+    }
+
     func testRestoringLayer0ResidualEverywhereGivesClean() throws {
         let engine = try PatchingEngine(model: model, baseTokens: [corrupted], sourceTokens: [clean],
                                         points: [HookPoint(0, .residPre)])
