@@ -110,13 +110,20 @@ public final class PatchingEngine {
         // core. A wave sweeps the layers once from its lowest start layer; each run joins at its own start layer,
         // so every matrix product covers all runs active at that layer (one pass over the weights for all of
         // them). The cores take waves in turn, each working single-threaded.
+        // Runs that begin alike (same first position, same patches at their first layer) are dealt together, so
+        // a wave can carry them as one sequence until their patches differ (e.g. nested windows at the bottom).
         let order = groups.keys.sorted().flatMap { groups[$0]! }
         guard !order.isEmpty else { return results }
-        let total = order.reduce(0) { $0 + rowCount(runs[$1]) }
-        let cores = max(1, min(Kernels.cores, order.count))
-        let waveCount = min(order.count, cores * max(1, (total + cores * maxRows - 1) / (cores * maxRows)))
+        var bundleOf: [BeginningKey: Int] = [:], bundles: [[Int]] = []
+        for i in order {
+            let key = BeginningKey(runs[i])
+            if let b = bundleOf[key] { bundles[b].append(i) } else { bundleOf[key] = bundles.count; bundles.append([i]) }
+        }
+        let total = bundles.reduce(0) { $0 + rowCount(runs[$1[0]]) }
+        let cores = max(1, min(Kernels.cores, bundles.count))
+        let waveCount = min(bundles.count, cores * max(1, (total + cores * maxRows - 1) / (cores * maxRows)))
         var waves = [[Int]](repeating: [], count: waveCount)
-        for (k, i) in order.enumerated() { waves[k % waveCount].append(i) }
+        for (k, bundle) in bundles.enumerated() { waves[k % waveCount].append(contentsOf: bundle) }
         let lock = NSLock()
         var next = 0
         var partial = [Int](repeating: 0, count: waveCount)
@@ -168,157 +175,6 @@ public final class PatchingEngine {
     }
 
     func mean(_ x: [Double]) -> Double { x.reduce(0, +) / Double(max(x.count, 1)) }
-
-    /// Kinds whose patch at position p changes nothing at other positions of the same layer (everything after the
-    /// keys/values): a run whose first patched layer has only these needs that layer at its patched rows alone.
-    static let rowLocalKinds: Set<HookKind> = [.attnQ, .attnZ, .attnOut, .residMid, .mlpPre, .mlpPreLinear, .mlpPost,
-                                                .mlpOut, .residPost]
-
-    /// One packed sequence of a wave: run `run` for pair `pair`, positions start..<start+length, entering the batch
-    /// at layer `layer` from the base run's residual there. When `local` is set, the run's first patched layer is
-    /// `layer - 1` and changed only positions `local`, whose new residual is computed apart (see `evaluateWave`).
-    struct WaveSequence { let run: Int, pair: Int, start: Int, length: Int, layer: Int, local: ClosedRange<Int>? }
-
-    /// The fast path for a wave of runs: one packed sequence per (run, pair), starting at the run's first patched
-    /// position; sequences join the batch at their run's first patched layer, from the base run's residual there,
-    /// with the base run's keys/values for the positions before their start. A run whose first patched layer l
-    /// patches only row-local kinds (after the keys/values) computes layer l at its patched rows alone and joins at
-    /// l + 1: every other row of layer l is the base run's.
-    /// - Parameter layerDone: called after each layer with an estimate of the runs finished.
-    func evaluateWave(_ runs: [[Patch]], value: PatchValue, columns: [Int]?, score: PairScore,
-                      layerDone: (Int) -> Void) -> [Double] {
-        let c = model.config, d = c.dModel, L = c.layers
-        var seqs: [WaveSequence] = []
-        for (r, run) in runs.enumerated() {
-            let layer = run.map(\.point.layer).min()!, first = run.flatMap(\.positions).min()!
-            let firstPatches = run.filter { $0.point.layer == layer }
-            let firstPositions = firstPatches.flatMap(\.positions)
-            let local = layer < L - 1 && firstPatches.allSatisfy { Self.rowLocalKinds.contains($0.point.kind) }
-            for (pi, p) in pairs.enumerated() {
-                let t = base.layout.lengths[p.base], s = min(first, t - 1)
-                let lo = firstPositions.min()!, hi = min(firstPositions.max()!, t - 1)
-                let span: ClosedRange<Int>? = local && lo <= hi ? lo...hi : nil
-                seqs.append(WaveSequence(run: r, pair: pi, start: s, length: t - s, layer: span == nil ? layer : layer + 1,
-                                         local: span))
-            }
-        }
-        seqs = seqs.enumerated().sorted { ($0.element.layer, $0.offset) < ($1.element.layer, $1.offset) }.map(\.element)
-        var patchesAt: [HookPoint: [Int: [Patch]]] = [:]
-        for (r, run) in runs.enumerated() { for p in run { patchesAt[p.point, default: [:]][r, default: []].append(p) } }
-        let localRows = residualsOfLocalLayers(seqs, patchesAt: patchesAt, value: value)
-
-        var x = FloatBuffer(0), active = 0
-        var layout = BatchLayout(lengths: [])
-        let prefix = KVCache(config: c, sequences: 0)
-        let noLayers = [[[Float]]](repeating: [], count: L)
-        let firstLayer = seqs[0].layer
-        for l in firstLayer..<L {
-            // Sequences starting at this layer join with the base run's residual (and their locally computed rows).
-            var end = active
-            while end < seqs.count && seqs[end].layer == l { end += 1 }
-            if end > active {
-                let newRows = seqs[active..<end].reduce(0) { $0 + $1.length }
-                let grown = FloatBuffer((layout.rows + newRows) * d)
-                if layout.rows > 0 { grown.pointer.update(from: x.pointer, count: layout.rows * d) }
-                var at = layout.rows
-                base[HookPoint(l, .residPre)]!.withUnsafeBufferPointer { src in
-                    for i in active..<end {
-                        let s = seqs[i]
-                        let from = base.layout.row(seq: pairs[s.pair].base, pos: s.start)
-                        (grown.pointer + at * d).update(from: src.baseAddress! + from * d, count: s.length * d)
-                        if let span = s.local, let rows = localRows[i] {
-                            (grown.pointer + (at + span.lowerBound - s.start) * d).update(from: rows, count: rows.count)
-                        }
-                        at += s.length
-                    }
-                }
-                x = grown; active = end
-                layout = BatchLayout(lengths: seqs[0..<active].map(\.length), startPositions: seqs[0..<active].map(\.start))
-            }
-            var keys = noLayers, vals = noLayers
-            keys[l] = seqs[0..<active].map { base.kv.keys[l][pairs[$0.pair].base] }
-            vals[l] = seqs[0..<active].map { base.kv.values[l][pairs[$0.pair].base] }
-            prefix.setStorage(keys: keys, values: vals)
-            let entries = seqs[0..<active].map { ($0.run, $0.pair, $0.start, $0.length) }
-            let hooks = patchHooks(layer: l, entries: entries, layout: layout, patchesAt: patchesAt, value: value)
-            model.runLayers(x, layout: layout, layers: l..<(l + 1), hooks: hooks, prefix: prefix,
-                            outputRows: l == L - 1 ? layout.lastRows : nil)
-            layerDone(runs.count * (l - firstLayer + 1) / (L - firstLayer))
-        }
-        let logits = model.logits(x, rows: layout.lastRows, columns: columns)
-        let width = columns?.count ?? c.vocabSize
-        var sums = [Double](repeating: 0, count: runs.count)
-        for (i, s) in seqs.enumerated() {
-            sums[s.run] += score(s.pair, UnsafeBufferPointer(start: logits.pointer + i * width, count: width))
-        }
-        return sums.map { $0 / Double(pairs.count) }
-    }
-
-    /// For the sequences with a `local` span: their first patched layer (`layer - 1`) run on the span's rows alone,
-    /// from the base run's residual and with its keys/values before the span. Returns the residual after that layer
-    /// at the span's rows, [span, D], by sequence index.
-    func residualsOfLocalLayers(_ seqs: [WaveSequence], patchesAt: [HookPoint: [Int: [Patch]]],
-                                value: PatchValue) -> [Int: [Float]] {
-        let c = model.config, d = c.dModel
-        var byLayer: [Int: [Int]] = [:]
-        for (i, s) in seqs.enumerated() where s.local != nil { byLayer[s.layer - 1, default: []].append(i) }
-        var out: [Int: [Float]] = [:]
-        for (l, members) in byLayer.sorted(by: { $0.key < $1.key }) {
-            let spans = members.map { seqs[$0].local! }
-            let layout = BatchLayout(lengths: spans.map(\.count), startPositions: spans.map(\.lowerBound))
-            let x = FloatBuffer(layout.rows * d)
-            base[HookPoint(l, .residPre)]!.withUnsafeBufferPointer { src in
-                for (j, i) in members.enumerated() {
-                    let from = base.layout.row(seq: pairs[seqs[i].pair].base, pos: spans[j].lowerBound)
-                    (x.pointer + layout.offsets[j] * d).update(from: src.baseAddress! + from * d, count: spans[j].count * d)
-                }
-            }
-            var keys = [[[Float]]](repeating: [], count: c.layers), vals = keys
-            keys[l] = members.map { base.kv.keys[l][pairs[seqs[$0].pair].base] }
-            vals[l] = members.map { base.kv.values[l][pairs[seqs[$0].pair].base] }
-            let prefix = KVCache(config: c, sequences: 0)
-            prefix.setStorage(keys: keys, values: vals)
-            let entries = zip(members, spans).map { (seqs[$0].run, seqs[$0].pair, $1.lowerBound, $1.count) }
-            let hooks = patchHooks(layer: l, entries: entries, layout: layout, patchesAt: patchesAt, value: value)
-            model.runLayers(x, layout: layout, layers: l..<(l + 1), hooks: hooks, prefix: prefix)
-            for (j, i) in members.enumerated() {
-                out[i] = Array(UnsafeBufferPointer(start: x.pointer + layout.offsets[j] * d, count: spans[j].count * d))
-            }
-        }
-        return out
-    }
-
-    /// Hooks writing the patches of layer `l` into a packed batch whose sequence i is `entries[i]` = (run, pair,
-    /// first position, length).
-    func patchHooks(layer l: Int, entries: [(run: Int, pair: Int, start: Int, length: Int)], layout: BatchLayout,
-                    patchesAt: [HookPoint: [Int: [Patch]]], value: PatchValue) -> Hooks {
-        let c = model.config
-        var hooks = Hooks()
-        for (point, byRun) in patchesAt where point.layer == l {
-            let width = point.kind.width(c)
-            // Rows a whole-row patch replaces (the model may skip computing them).
-            var rows: [Int] = []
-            for (i, s) in entries.enumerated() {
-                for patch in byRun[s.run] ?? [] where patch.heads == nil {
-                    for pos in patch.positions where pos >= s.start && pos < s.start + s.length {
-                        rows.append(layout.row(seq: i, pos: pos))
-                    }
-                }
-            }
-            hooks.add(point, overwritingRows: rows) { [self] a in
-                for (i, s) in entries.enumerated() {
-                    guard let patches = byRun[s.run] else { continue }
-                    for patch in patches {
-                        for pos in patch.positions where pos >= s.start && pos < s.start + s.length {
-                            write(a.data + layout.row(seq: i, pos: pos) * width, point: point, pair: s.pair, pos: pos,
-                                  width: width, heads: patch.heads, headDim: c.headDim, value: value)
-                        }
-                    }
-                }
-            }
-        }
-        return hooks
-    }
 
     /// Writes the patch value for one row (or some heads of it).
     func write(_ dst: UnsafeMutablePointer<Float>, point: HookPoint, pair: Int, pos: Int, width: Int, heads: [Int]?,
