@@ -182,12 +182,26 @@ public enum Kernels {
         for r in 0..<rows {
             let g = gateUp + r * 2 * f, u = g + f, d = dout + r * f
             let dg = dGateUp + r * 2 * f, du = dg + f
-            for i in 0..<f {
+            var i = 0
+            while i + 8 <= f {
+                // Same formulas 8 lanes at a time.
+                func load(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
+                    UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self)
+                }
+                let x = load(g), up = load(u), dv = load(d)
+                let sig = 1 / (1 + exp8(-x))
+                let duv = dv * (x * sig), dgv = dv * up * sig * (1 + x * (1 - sig))
+                UnsafeMutableRawPointer(du + i).storeBytes(of: duv, as: SIMD8<Float>.self)
+                UnsafeMutableRawPointer(dg + i).storeBytes(of: dgv, as: SIMD8<Float>.self)
+                i += 8
+            }
+            while i < f {
                 let x = g[i]
                 let sig = 1 / (1 + expf(-x))
                 let silu = x * sig
                 du[i] = d[i] * silu
                 dg[i] = d[i] * u[i] * sig * (1 + x * (1 - sig))
+                i += 1
             }
         }
     }
@@ -217,8 +231,16 @@ public enum Kernels {
     public static func softmaxRow(_ row: UnsafeMutablePointer<Float>, count: Int, valid: Int) {
         var m = -Float.infinity
         for j in 0..<valid where row[j] > m { m = row[j] }
-        var s: Float = 0
-        for j in 0..<valid { let e = expf(row[j] - m); row[j] = e; s += e }
+        // Exponentials 8 lanes at a time (`exp8`), partial sums per lane.
+        let raw = UnsafeMutableRawPointer(row), mv = SIMD8<Float>(repeating: m)
+        var acc = SIMD8<Float>(repeating: 0), j = 0
+        while j + 8 <= valid {
+            let e = exp8(raw.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self) - mv)
+            raw.storeBytes(of: e, toByteOffset: j * 4, as: SIMD8<Float>.self)
+            acc += e; j += 8
+        }
+        var s = acc.sum()
+        while j < valid { let e = expf(row[j] - m); row[j] = e; s += e; j += 1 }
         let inv = 1 / s
         for j in 0..<valid { row[j] *= inv }
         for j in valid..<count { row[j] = 0 }
