@@ -18,11 +18,8 @@ public struct ContextTemplates: Sendable, Equatable {
 
     /// Samples `count` texts of each length in `lengths` (tokens), cycling through `seeds`, top-k 5 as in ROME.
     /// - Parameter seeds: start words; pass [] to sample from the beginning-of-text token alone (ROME's original).
-    /// - Parameter joins: what separates a sampled text from the prompt, cycled over the texts (ROME: ". "). A
-    ///   newline keeps a subject that starts the prompt in its start-of-text tokenization (no leading space).
     public static func sample(model: LlamaModel, tokenizer: Tokenizer, lengths: [(tokens: Int, count: Int)] = [(5, 10), (10, 10)],
-                              seeds: [String] = defaultSeeds, joins: [String] = [". "], seed: UInt64 = 0) throws -> ContextTemplates {
-        precondition(!joins.isEmpty, "at least one join")
+                              seeds: [String] = defaultSeeds, seed: UInt64 = 0) throws -> ContextTemplates {
         var templates = ["{}"]
         let start = tokenizer.bosID ?? tokenizer.eosID ?? 0
         for (k, (length, count)) in lengths.enumerated() {
@@ -31,12 +28,12 @@ public struct ContextTemplates: Sendable, Equatable {
             }
             let gen = try model.generateBatch(prompts, maxTokens: length, sampler: Sampler(temperature: 1, topK: 5),
                                               seed: seed &+ UInt64(k) &* 7919)
-            for (i, (p, g)) in zip(prompts, gen).enumerated() {
+            for (p, g) in zip(prompts, gen) {
                 let ids = (seeds.isEmpty ? [] : p) + g
                 var text = tokenizer.decode(ids, skipSpecial: true)
                 text = text.replacingOccurrences(of: "{", with: "").replacingOccurrences(of: "}", with: "")
                     .trimmingCharacters(in: .whitespacesAndNewlines)
-                templates.append(text + joins[i % joins.count] + "{}")
+                templates.append(text + ". {}")
             }
         }
         return ContextTemplates(templates: templates)

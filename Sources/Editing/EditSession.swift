@@ -33,8 +33,6 @@ public final class EditSession {
     private var stats: [Int: KeyStatistics] = [:]
     private var templates: ContextTemplates?
     public var contextSeeds = ContextTemplates.defaultSeeds
-    /// Separators between sampled texts and the prompt, cycled (see `ContextTemplates.sample`).
-    public var contextJoins = [". "]
     public var toolVersion = "scalpel"
 
     public init(model: ModelFile, plan: StatisticsPlan = StatisticsPlan()) {
@@ -87,8 +85,7 @@ public final class EditSession {
     /// Context templates (sampled once per session, seeded).
     public func contexts() throws -> ContextTemplates {
         if let templates { return templates }
-        let t = try ContextTemplates.sample(model: model.model, tokenizer: model.tokenizer, seeds: contextSeeds,
-                                                joins: contextJoins)
+        let t = try ContextTemplates.sample(model: model.model, tokenizer: model.tokenizer, seeds: contextSeeds)
         templates = t
         return t
     }

@@ -19,8 +19,6 @@ struct EvalCommand: ParsableCommand {
     @Flag(help: "Original ROME update instead of r-ROME's consistent key.") var originalRome = false
     @Option(help: "Context seeds for k*/v* prefixes (comma-separated; empty = ROME's unseeded samples).")
     var contextSeeds: String?
-    @Flag(help: "Join every other context prefix to the prompt with a newline instead of \". \" (a subject that starts the prompt then keeps its start-of-text tokens in half of the contexts).")
-    var contextNewlines = false
     @Option(help: "Held-out text file for perplexity before/after (first 20 chunks of 128 tokens).") var heldOut: String?
     @Option(help: "Write per-record results as JSON Lines.") var records: String?
     @Flag(help: "Print JSON.") var json = false
@@ -32,7 +30,6 @@ struct EvalCommand: ParsableCommand {
         let m = try model.open()
         let session = EditSession(model: m, plan: StatisticsPlan(corpusFiles: corpus, path: stats))
         session.toolVersion = ScalpelVersion.string
-        if contextNewlines { session.contextJoins = [". ", "\n"] }
         if let contextSeeds { session.contextSeeds = contextSeeds.isEmpty ? [] : contextSeeds.split(separator: ",").map(String.init) }
         var h = ROMEHyperParameters(layer: layer)
         h.steps = steps
