@@ -176,19 +176,7 @@ public final class LlamaModel {
         func fire(_ k: HookKind, _ p: UnsafeMutablePointer<Float>) {
             hooks?.fire(HookPoint(l, k), p, width: k.width(c), layout: layout)
         }
-        // x += z·W_Oᵀ, accumulated by the GEMM itself unless a hook sees the attention output on its own.
-        w.wo.withUnsafeBufferPointer { wo in
-            if hooks?.has(HookPoint(l, .attnOut)) ?? false {
-                let attnOut = FloatBuffer(n * d)
-                BLAS.sgemm(transB: true, m: n, n: d, k: qw, a: z.pointer, lda: qw, b: wo.baseAddress!, ldb: qw,
-                           c: attnOut.pointer, ldc: d)
-                fire(.attnOut, attnOut.pointer)
-                for i in 0..<(n * d) { x.pointer[i] += attnOut.pointer[i] }
-            } else {
-                BLAS.sgemm(transB: true, m: n, n: d, k: qw, a: z.pointer, lda: qw, b: wo.baseAddress!, ldb: qw,
-                           beta: 1, c: x.pointer, ldc: d)
-            }
-        }
+        addProjection(l, .attnOut, input: z.pointer, width: qw, weight: w.wo, x: x, layout: layout, hooks: hooks)
         fire(.residMid, x.pointer)
         if let tape { tape.z = z; tape.mid = FloatBuffer(x.array) }
 
@@ -221,21 +209,27 @@ public final class LlamaModel {
         let post = FloatBuffer(n * f)
         Kernels.swigluForward(out: post.pointer, gateUp: gu.pointer, rows: n, width: f)
         fire(.mlpPost, post.pointer)
-        // x += post·W_downᵀ, likewise accumulated by the GEMM unless a hook sees the MLP output.
-        w.wDown.withUnsafeBufferPointer { wd in
-            if hooks?.has(HookPoint(l, .mlpOut)) ?? false {
-                let mlpOut = FloatBuffer(n * d)
-                BLAS.sgemm(transB: true, m: n, n: d, k: f, a: post.pointer, lda: f, b: wd.baseAddress!, ldb: f,
-                           c: mlpOut.pointer, ldc: d)
-                fire(.mlpOut, mlpOut.pointer)
-                for i in 0..<(n * d) { x.pointer[i] += mlpOut.pointer[i] }
+        addProjection(l, .mlpOut, input: post.pointer, width: f, weight: w.wDown, x: x, layout: layout, hooks: hooks)
+        fire(.residPost, x.pointer)
+        if let tape { tape.rstd2 = rstd2; tape.xn2 = xn2; tape.gateUp = gu; tape.post = post }
+    }
+
+    /// x [N, D] += input [N, K] · Wᵀ (W [D, K]), the output projection whose result is hook point `kind`. The GEMM
+    /// accumulates into x directly unless a hook sees that result on its own (then it goes through a buffer).
+    private func addProjection(_ l: Int, _ kind: HookKind, input: UnsafePointer<Float>, width k: Int, weight: [Float],
+                               x: FloatBuffer, layout: BatchLayout, hooks: Hooks?) {
+        let n = layout.rows, d = config.dModel
+        weight.withUnsafeBufferPointer { w in
+            if let hooks, hooks.has(HookPoint(l, kind)) {
+                let out = FloatBuffer(n * d)
+                BLAS.sgemm(transB: true, m: n, n: d, k: k, a: input, lda: k, b: w.baseAddress!, ldb: k, c: out.pointer, ldc: d)
+                hooks.fire(HookPoint(l, kind), out.pointer, width: d, layout: layout)
+                for i in 0..<(n * d) { x.pointer[i] += out.pointer[i] }
             } else {
-                BLAS.sgemm(transB: true, m: n, n: d, k: f, a: post.pointer, lda: f, b: wd.baseAddress!, ldb: f,
+                BLAS.sgemm(transB: true, m: n, n: d, k: k, a: input, lda: k, b: w.baseAddress!, ldb: k,
                            beta: 1, c: x.pointer, ldc: d)
             }
         }
-        fire(.residPost, x.pointer)
-        if let tape { tape.rstd2 = rstd2; tape.xn2 = xn2; tape.gateUp = gu; tape.post = post }
     }
 
     /// The MLP of block `l` when hooks replace `hook_mlp_out` at rows `replaced` and nothing reads the MLP inside:
