@@ -24,8 +24,39 @@ public struct ROMEHyperParameters: Codable, Equatable, Sendable {
     /// ROME, which puts the bare prompt's key in the denominator and W·k(bare) in the residual.
     public var consistentKey = true
     public var klPrompt = "{} is a"
+    /// Share of the v* loss given to the bare prompt (the request's own prompt); the prompts with sampled contexts
+    /// share the rest equally. nil weights every prompt equally, as the original ROME does (1/21 each with 20
+    /// contexts). Scalpel's default, 0.5, keeps the request itself from being outvoted by the contexts (see
+    /// docs/rome.md: on CounterFact it is what lifts PS from 94 to 98).
+    public var barePromptShare: Float? = 0.5
 
     public init(layer: Int) { self.layer = layer }
+
+    enum CodingKeys: String, CodingKey {
+        case layer, steps, learningRate, klFactor, weightDecay, clampNormFactor, earlyStopLoss, consistentKey, klPrompt,
+             barePromptShare
+    }
+
+    public init(from decoder: Decoder) throws {
+        let k = try decoder.container(keyedBy: CodingKeys.self)
+        layer = try k.decode(Int.self, forKey: .layer)
+        steps = try k.decode(Int.self, forKey: .steps)
+        learningRate = try k.decode(Float.self, forKey: .learningRate)
+        klFactor = try k.decode(Float.self, forKey: .klFactor)
+        weightDecay = try k.decode(Float.self, forKey: .weightDecay)
+        clampNormFactor = try k.decode(Float.self, forKey: .clampNormFactor)
+        earlyStopLoss = try k.decode(Float.self, forKey: .earlyStopLoss)
+        consistentKey = try k.decode(Bool.self, forKey: .consistentKey)
+        klPrompt = try k.decode(String.self, forKey: .klPrompt)
+        // Absent in logs written before the field existed, whose edits weighted every prompt equally.
+        barePromptShare = try k.decodeIfPresent(Float.self, forKey: .barePromptShare)
+    }
+
+    /// Weight of each rewriting prompt's mean target NLL in the v* loss (prompt 0 is the bare one); they sum to 1.
+    public func promptWeights(count n: Int) -> [Float] {
+        guard let share = barePromptShare, n > 1 else { return [Float](repeating: 1 / Float(n), count: n) }
+        return [share] + [Float](repeating: (1 - share) / Float(n - 1), count: n - 1)
+    }
 }
 
 /// What one ROME edit computed.
@@ -100,6 +131,9 @@ public final class ROME {
         let t0 = Date()
         let target = targetIDs(request.targetNew)
         guard !target.isEmpty else { throw EditingError.badRequest(subject: request.subject, reason: "target_new is empty") }
+        if let share = h.barePromptShare, !(share > 0 && share <= 1) {
+            throw EditingError.invalidArgument(name: "bare prompt share", reason: "must be in (0, 1], got \(share)")
+        }
 
         // Prompts: each context around the prompt, followed by the target minus its last token; then the KL prompt.
         var seqs: [[Int]] = [], subjectLast: [Int] = [], promptLength: [Int] = []
@@ -144,10 +178,11 @@ public final class ROME {
         }
         // Loss rows: predictions of each target token, then the KL prompt's subject row.
         var rows: [Int] = [], targets: [Int] = [], weights: [Float] = []
+        let promptWeights = h.promptWeights(count: nRewrite)
         for i in 0..<nRewrite {
             for (j, t) in target.enumerated() {
                 rows.append(layout.row(seq: i, pos: promptLength[i] - 1 + j)); targets.append(t)
-                weights.append(1 / Float(target.count * nRewrite))
+                weights.append(promptWeights[i] / Float(target.count))
             }
         }
         let klRow = layout.row(seq: nRewrite, pos: klLast)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Editing
 import Llama
 
 /// `--model`, shared by every command that runs a model.
@@ -37,4 +38,28 @@ func show(_ s: String) -> String {
 /// Rejects an empty prompt with the model layer's error.
 func requirePrompt(_ p: String) throws {
     if p.isEmpty { throw LlamaError.emptyPrompt }
+}
+
+/// ROME options shared by `edit` and `eval`.
+struct ROMEOptions: ParsableArguments {
+    @Option(help: "Adam steps for v*.") var steps: Int = 20
+    @Flag(help: "Original ROME update (bare-prompt key in the denominator) instead of r-ROME's consistent k*.")
+    var originalRome = false
+    @Option(help: "Share of the v* loss given to the bare prompt (the context prompts share the rest), or \"equal\" for the original ROME's equal weights.")
+    var barePromptShare: String = "0.5"
+
+    /// Hyper-parameters for `layer` with these options.
+    func hyperParameters(layer: Int) throws -> ROMEHyperParameters {
+        var h = ROMEHyperParameters(layer: layer)
+        h.steps = steps
+        h.consistentKey = !originalRome
+        if barePromptShare == "equal" {
+            h.barePromptShare = nil
+        } else if let s = Float(barePromptShare), s > 0, s <= 1 {
+            h.barePromptShare = s
+        } else {
+            throw ValidationError("--bare-prompt-share must be a number in (0, 1] or \"equal\", got \"\(barePromptShare)\"")
+        }
+        return h
+    }
 }

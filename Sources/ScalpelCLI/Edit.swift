@@ -22,9 +22,7 @@ struct EditCommand: ParsableCommand {
     var stats: String?
     @Option(help: "Corpus files for new statistics (default: text sampled from the model).") var corpus: [String] = []
     @Option(help: "Texts sampled from the model for new statistics.") var corpusTexts: Int = 800
-    @Option(help: "Adam steps for v*.") var steps: Int = 20
-    @Flag(help: "Original ROME update (bare-prompt key in the denominator) instead of r-ROME's consistent k*.")
-    var originalRome = false
+    @OptionGroup var rome: ROMEOptions
     @Option(help: "Record the edits in this new .h5 store (a copy of the model's store, or the imported .gguf) instead of in place.")
     var out: String?
     @Flag(help: "Compute and report the edits without recording them.") var dryRun = false
@@ -46,9 +44,7 @@ struct EditCommand: ParsableCommand {
         plan.sampling.texts = corpusTexts
         let session = EditSession(model: m, plan: plan)
         session.toolVersion = ScalpelVersion.string
-        var h = ROMEHyperParameters(layer: layerIndex)
-        h.steps = steps
-        h.consistentKey = !originalRome
+        let h = try rome.hyperParameters(layer: layerIndex)
         var outputs: [[String: Any]] = []
         for r in list {
             let bar = ProgressBar(label: "edit \(r.subject)", quiet: json)

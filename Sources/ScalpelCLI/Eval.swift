@@ -15,8 +15,7 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Key statistics file (default: beside the model, computed if missing); an existing file must hold the layer unless --corpus is given.")
     var stats: String?
     @Option(help: "Corpus files for new statistics (default: text sampled from the model).") var corpus: [String] = []
-    @Option(help: "Adam steps for v*.") var steps: Int = 20
-    @Flag(help: "Original ROME update instead of r-ROME's consistent key.") var originalRome = false
+    @OptionGroup var rome: ROMEOptions
     @Option(help: "Context seeds for k*/v* prefixes (comma-separated; empty = ROME's unseeded samples).")
     var contextSeeds: String?
     @Option(help: "Held-out text file for perplexity before/after (first 20 chunks of 128 tokens).") var heldOut: String?
@@ -31,9 +30,7 @@ struct EvalCommand: ParsableCommand {
         let session = EditSession(model: m, plan: StatisticsPlan(corpusFiles: corpus, path: stats))
         session.toolVersion = ScalpelVersion.string
         if let contextSeeds { session.contextSeeds = contextSeeds.isEmpty ? [] : contextSeeds.split(separator: ",").map(String.init) }
-        var h = ROMEHyperParameters(layer: layer)
-        h.steps = steps
-        h.consistentKey = !originalRome
+        let h = try rome.hyperParameters(layer: layer)
         var heldOutChunks: [[Int]] = []
         if let heldOut {
             let text = try String(contentsOfFile: heldOut, encoding: .utf8)

@@ -195,6 +195,49 @@ final class ROMETests: XCTestCase {
 
     /// The subject's last token at the start, middle and end of a prompt, with surrounding spaces, with and without
     /// a BOS token (one character = one token, so the expected index is counted on the text).
+    /// The v* loss weights: the bare prompt gets its share, the context prompts split the rest; equal weights when
+    /// the share is nil (the original ROME) or there are no contexts.
+    func testPromptWeights() {
+        var h = ROMEHyperParameters(layer: 0)
+        XCTAssertEqual(h.barePromptShare, 0.5)
+        let w = h.promptWeights(count: 21)
+        XCTAssertEqual(w[0], 0.5)
+        for x in w.dropFirst() { XCTAssertEqual(x, 0.025, accuracy: 1e-7) }
+        XCTAssertEqual(w.reduce(0, +), 1, accuracy: 1e-6)
+        XCTAssertEqual(h.promptWeights(count: 1), [1])
+        h.barePromptShare = nil
+        for x in h.promptWeights(count: 21) { XCTAssertEqual(x, 1 / 21, accuracy: 1e-7) }
+    }
+
+    /// Hyper-parameters round-trip through JSON; a log entry written before `barePromptShare` existed decodes as
+    /// the equal weights it was computed with.
+    func testHyperParametersJSON() throws {
+        var h = ROMEHyperParameters(layer: 4)
+        h.barePromptShare = 0.25
+        let back = try JSONDecoder().decode(ROMEHyperParameters.self, from: JSONEncoder().encode(h))
+        XCTAssertEqual(back, h)
+        let old = #"{"layer":4,"steps":20,"learningRate":0.5,"klFactor":0.0625,"weightDecay":0.5,"clampNormFactor":4,"# +
+            #""earlyStopLoss":0.05,"consistentKey":true,"klPrompt":"{} is a"}"#
+        let decoded = try JSONDecoder().decode(ROMEHyperParameters.self, from: Data(old.utf8))
+        XCTAssertNil(decoded.barePromptShare)
+        XCTAssertEqual(decoded.layer, 4)
+    }
+
+    /// A share outside (0, 1] is refused before any work.
+    func testBadBarePromptShareIsRefused() throws {
+        let tok = try EditingTiny.tokenizer()
+        let rome = ROME(model: EditingTiny.make(seed: 7), tokenizer: tok, contexts: .bare)
+        var h = ROMEHyperParameters(layer: 0)
+        h.barePromptShare = 0
+        let request = EditRequest(subject: "the tower", prompt: "{} is in", targetNew: "rome", targetTrue: "paris")
+        let f = EditingTiny.config.ffnDim
+        var identity = [Double](repeating: 0, count: f * f)
+        for i in 0..<f { identity[i * f + i] = 1 }
+        XCTAssertThrowsError(try rome.compute(request, hparams: h, secondMoment: identity)) { error in
+            XCTAssertTrue("\(error)".contains("share"), "\(error)")
+        }
+    }
+
     func testSubjectLastTokenAnywhereInThePrompt() throws {
         let plain = try EditingTiny.tokenizer()
         let chars = Array("abcdefghijklmnopqrstuvwxyzTIAHSWO") + ["Ġ", ".", ",", "Ċ", "'", "-"]
