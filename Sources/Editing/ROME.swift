@@ -52,6 +52,9 @@ public struct ROMEHyperParameters: Codable, Equatable, Sendable {
         barePromptShare = try k.decodeIfPresent(Float.self, forKey: .barePromptShare)
     }
 
+    /// Whether `share` is a usable `barePromptShare`: in (0, 1].
+    public static func isValidBarePromptShare(_ share: Float) -> Bool { share > 0 && share <= 1 }
+
     /// Weight of each rewriting prompt's mean target NLL in the v* loss (prompt 0 is the bare one); they sum to 1.
     public func promptWeights(count n: Int) -> [Float] {
         guard let share = barePromptShare, n > 1 else { return [Float](repeating: 1 / Float(n), count: n) }
@@ -131,7 +134,7 @@ public final class ROME {
         let t0 = Date()
         let target = targetIDs(request.targetNew)
         guard !target.isEmpty else { throw EditingError.badRequest(subject: request.subject, reason: "target_new is empty") }
-        if let share = h.barePromptShare, !(share > 0 && share <= 1) {
+        if let share = h.barePromptShare, !ROMEHyperParameters.isValidBarePromptShare(share) {
             throw EditingError.invalidArgument(name: "bare prompt share", reason: "must be in (0, 1], got \(share)")
         }
 

@@ -122,8 +122,8 @@ public final class PatchingEngine {
         let total = bundles.reduce(0) { $0 + rowCount(runs[$1[0]]) }
         let cores = max(1, min(Kernels.cores, bundles.count))
         let waveCount = min(bundles.count, cores * max(1, (total + cores * maxRows - 1) / (cores * maxRows)))
-        var waves = [[Int]](repeating: [], count: waveCount)
-        for (k, bundle) in bundles.enumerated() { waves[k % waveCount].append(contentsOf: bundle) }
+        var waves = [[[Int]]](repeating: [], count: waveCount)
+        for (k, bundle) in bundles.enumerated() { waves[k % waveCount].append(bundle) }
         let lock = NSLock()
         var next = 0
         var partial = [Int](repeating: 0, count: waveCount)
@@ -136,13 +136,14 @@ public final class PatchingEngine {
                     return next - 1
                 }
                 guard let w else { return }
-                let scores = evaluateWave(waves[w].map { runs[$0] }, value: value, columns: columns, score: score) { finished in
+                let wave = waves[w].map { $0.map { runs[$0] } }
+                let scores = evaluateWave(wave, value: value, columns: columns, score: score) { finished in
                     lock.withLock {
                         partial[w] = finished
                         progress?(doneBefore + partial.reduce(0, +))
                     }
                 }
-                lock.withLock { for (i, s) in zip(waves[w], scores) { results[i] = s } }
+                lock.withLock { for (i, s) in zip(waves[w].joined(), scores) { results[i] = s } }
             }
         }
         return results

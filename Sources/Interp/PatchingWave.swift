@@ -3,14 +3,15 @@ import Llama
 
 // Shape key: N rows of a packed batch, D model width, L layers.
 
-/// What makes two runs start alike: their first patched position and their patches at their first patched layer.
+/// What makes two runs start alike: their first patched position and layer, and their patches at that layer.
 struct BeginningKey: Hashable {
-    let start: Int
+    let start: Int, layer: Int
     let firstLayer: Set<Patch>
     init(_ run: [Patch]) {
-        let layer = run.map(\.point.layer).min()!
+        let l = run.map(\.point.layer).min()!
+        layer = l
         start = run.flatMap(\.positions).min()!
-        firstLayer = Set(run.filter { $0.point.layer == layer })
+        firstLayer = Set(run.filter { $0.point.layer == l })
     }
 }
 
@@ -29,7 +30,8 @@ extension PatchingEngine {
         let local: ClosedRange<Int>?
     }
 
-    /// The fast path for a wave of runs: one packed sequence per (run, pair), starting at the run's first patched
+    /// The fast path for a wave of runs, given as bundles of runs with the same `BeginningKey`; returns the scores
+    /// of the runs in bundle order. One packed sequence per (run, pair), starting at the run's first patched
     /// position; sequences join the batch at their run's first patched layer, from the base run's residual there,
     /// with the base run's keys/values for the positions before their start.
     ///
@@ -38,19 +40,16 @@ extension PatchingEngine {
     /// and runs with the same beginning travel as one sequence until a layer where their patches differ, where the
     /// sequence forks (nested windows share their common bottom layers).
     /// - Parameter layerDone: called after each layer with an estimate of the runs finished.
-    func evaluateWave(_ runs: [[Patch]], value: PatchValue, columns: [Int]?, score: PairScore,
+    func evaluateWave(_ bundles: [[[Patch]]], value: PatchValue, columns: [Int]?, score: PairScore,
                       layerDone: (Int) -> Void) -> [Double] {
         let c = model.config, d = c.dModel, L = c.layers
+        let runs = Array(bundles.joined())
         var pending: [WaveSequence] = []
-        var byKey: [BeginningKey: [Int]] = [:], keyOrder: [BeginningKey] = []
-        for (r, run) in runs.enumerated() {
-            let key = BeginningKey(run)
-            if byKey[key] == nil { keyOrder.append(key) }
-            byKey[key, default: []].append(r)
-        }
-        for key in keyOrder {
-            let members = byKey[key]!, run = runs[members[0]]
-            let layer = run.map(\.point.layer).min()!
+        var first = 0
+        for bundle in bundles {
+            let members = Array(first..<(first + bundle.count))
+            first += bundle.count
+            let key = BeginningKey(bundle[0]), layer = key.layer
             let firstPositions = key.firstLayer.flatMap(\.positions)
             let local = layer < L - 1 && key.firstLayer.allSatisfy { Self.rowLocalKinds.contains($0.point.kind) }
             for (pi, p) in pairs.enumerated() {
@@ -64,8 +63,6 @@ extension PatchingEngine {
         pending = pending.enumerated().sorted { ($0.element.layer, $0.offset) < ($1.element.layer, $1.offset) }.map(\.element)
         var patchesAt: [HookPoint: [Int: [Patch]]] = [:]
         for (r, run) in runs.enumerated() { for p in run { patchesAt[p.point, default: [:]][r, default: []].append(p) } }
-        var patchesOfLayer: [Int: [Int: Set<Patch>]] = [:]  // layer → run → its patches there
-        for (r, run) in runs.enumerated() { for p in run { patchesOfLayer[p.point.layer, default: [:]][r, default: []].insert(p) } }
         let localRows = residualsOfLocalLayers(pending, patchesAt: patchesAt, value: value)
 
         var x = FloatBuffer(0)
@@ -107,7 +104,7 @@ extension PatchingEngine {
                 } else {
                     var groups: [Set<Patch>: [Int]] = [:], order: [Set<Patch>] = []
                     for r in s.runs {
-                        let key = patchesOfLayer[l]?[r] ?? []
+                        let key = Set(runs[r].filter { $0.point.layer == l })
                         if groups[key] == nil { order.append(key) }
                         groups[key, default: []].append(r)
                     }

@@ -55,7 +55,7 @@ struct ROMEOptions: ParsableArguments {
         h.consistentKey = !originalRome
         if barePromptShare == "equal" {
             h.barePromptShare = nil
-        } else if let s = Float(barePromptShare), s > 0, s <= 1 {
+        } else if let s = Float(barePromptShare), ROMEHyperParameters.isValidBarePromptShare(s) {
             h.barePromptShare = s
         } else {
             throw ValidationError("--bare-prompt-share must be a number in (0, 1] or \"equal\", got \"\(barePromptShare)\"")
