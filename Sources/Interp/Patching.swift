@@ -46,6 +46,8 @@ public final class PatchingEngine {
     /// Rows of one wave of patched runs at its widest layer (bounds memory; about 1,000 rows keep the activations
     /// in cache while still sharing each pass over the weights among many runs).
     public var maxRows = 1024
+    /// Final rows the output head reads at once (one pass over the head's weights serves them all).
+    public var headRows = 256
 
     /// - Parameters:
     ///   - baseTokens: sequences of the base batch; `baseInterventions` (e.g. embedding noise) apply to them.
@@ -106,10 +108,12 @@ public final class PatchingEngine {
             }
             groups[run.map(\.point.layer).min()!, default: []].append(i)
         }
-        // Waves: runs dealt round-robin (in order of start layer) to waves of bounded rows, at least one per
-        // core. A wave sweeps the layers once from its lowest start layer; each run joins at its own start layer,
-        // so every matrix product covers all runs active at that layer (one pass over the weights for all of
-        // them). The cores take waves in turn, each working single-threaded.
+        // Waves: runs taken in order of start layer into waves of bounded rows. A wave sweeps the layers once from
+        // its lowest start layer; each run joins at its own start layer, so every matrix product covers all runs
+        // active at that layer (one pass over the weights for all of them). Runs of a wave start at nearby layers,
+        // so a wave is about as wide at its bottom as at its top (few narrow products, whose weight packing and
+        // small row counts cost most per FLOP). The cores take waves in turn, costliest first, each working
+        // single-threaded; a cost cap keeps at least two waves per core for balance.
         // Runs that begin alike (same first position, same patches at their first layer) are dealt together, so
         // a wave can carry them as one sequence until their patches differ (e.g. nested windows at the bottom).
         let order = groups.keys.sorted().flatMap { groups[$0]! }
@@ -119,15 +123,25 @@ public final class PatchingEngine {
             let key = BeginningKey(runs[i])
             if let b = bundleOf[key] { bundles[b].append(i) } else { bundleOf[key] = bundles.count; bundles.append([i]) }
         }
-        let total = bundles.reduce(0) { $0 + rowCount(runs[$1[0]]) }
+        let L = model.config.layers
+        let rows = bundles.map { rowCount(runs[$0[0]]) * $0.count }  // at the widest, after the bundle forks
+        let costs = bundles.enumerated().map { k, b in rows[k] * (L - BeginningKey(runs[b[0]]).layer) }
         let cores = max(1, min(Kernels.cores, bundles.count))
-        let waveCount = min(bundles.count, cores * max(1, (total + cores * maxRows - 1) / (cores * maxRows)))
-        var waves = [[[Int]]](repeating: [], count: waveCount)
-        for (k, bundle) in bundles.enumerated() { waves[k % waveCount].append(bundle) }
+        let costCap = max(1, (costs.reduce(0, +) + 2 * cores - 1) / (2 * cores))
+        var waves: [[[Int]]] = [[]], waveCosts = [0], rowsInWave = 0
+        for (k, bundle) in bundles.enumerated() {
+            if !waves[waves.count - 1].isEmpty && (rowsInWave + rows[k] > maxRows || waveCosts[waves.count - 1] + costs[k] > costCap) {
+                waves.append([]); waveCosts.append(0); rowsInWave = 0
+            }
+            waves[waves.count - 1].append(bundle); rowsInWave += rows[k]; waveCosts[waves.count - 1] += costs[k]
+        }
+        waves = waves.indices.sorted { waveCosts[$0] > waveCosts[$1] }.map { waves[$0] }
+        let waveCount = waves.count
         let lock = NSLock()
         var next = 0
         var partial = [Int](repeating: 0, count: waveCount)
         let doneBefore = done
+        var finals: [(rows: [Float], sequences: [(runs: [Int], pair: Int)])] = []
         Kernels.dataParallel(cores) { _ in
             while true {
                 let w: Int? = lock.withLock {
@@ -137,16 +151,52 @@ public final class PatchingEngine {
                 }
                 guard let w else { return }
                 let wave = waves[w].map { $0.map { runs[$0] } }
-                let scores = evaluateWave(wave, value: value, columns: columns, score: score) { finished in
+                let indices = Array(waves[w].joined())
+                let out = evaluateWave(wave, value: value) { finished in
                     lock.withLock {
                         partial[w] = finished
                         progress?(doneBefore + partial.reduce(0, +))
                     }
                 }
-                lock.withLock { for (i, s) in zip(waves[w].joined(), scores) { results[i] = s } }
+                let sequences = out.sequences.map { (runs: $0.runs.map { indices[$0] }, pair: $0.pair) }
+                lock.withLock { finals.append((out.rows, sequences)) }
             }
         }
+        let sums = scoreFinalRows(finals, runCount: runs.count, columns: columns, score: score)
+        for (i, s) in sums.enumerated() where results[i].isNaN { results[i] = s / Double(pairs.count) }
         return results
+    }
+
+
+    /// The output head and the score at the final rows of every wave, in blocks of `headRows` rows spread over the
+    /// cores; returns, per run, the sum of its scores over pairs.
+    func scoreFinalRows(_ finals: [(rows: [Float], sequences: [(runs: [Int], pair: Int)])], runCount: Int,
+                        columns: [Int]?, score: PairScore) -> [Double] {
+        let d = model.config.dModel, width = columns?.count ?? model.config.vocabSize
+        var rows: [Float] = [], owners: [(runs: [Int], pair: Int)] = []
+        for f in finals { rows += f.rows; owners += f.sequences }
+        let blocks = stride(from: 0, to: owners.count, by: headRows).map { $0..<min($0 + headRows, owners.count) }
+        var sums = [Double](repeating: 0, count: runCount)
+        let lock = NSLock()
+        var next = 0
+        Kernels.dataParallel(min(Kernels.cores, blocks.count)) { _ in
+            while true {
+                let b: Range<Int>? = lock.withLock {
+                    guard next < blocks.count else { return nil }
+                    next += 1
+                    return blocks[next - 1]
+                }
+                guard let b else { return }
+                let x = FloatBuffer(b.count * d)
+                rows.withUnsafeBufferPointer { x.pointer.update(from: $0.baseAddress! + b.lowerBound * d, count: b.count * d) }
+                let logits = model.logits(x, rows: Array(0..<b.count), columns: columns)
+                let values = b.map { i in
+                    score(owners[i].pair, UnsafeBufferPointer(start: logits.pointer + (i - b.lowerBound) * width, count: width))
+                }
+                lock.withLock { for (i, v) in zip(b, values) { for r in owners[i].runs { sums[r] += v } } }
+            }
+        }
+        return sums
     }
 
     /// Rows a run needs: for each pair, the positions from its first patched one.

@@ -30,18 +30,20 @@ extension PatchingEngine {
         let local: ClosedRange<Int>?
     }
 
-    /// The fast path for a wave of runs, given as bundles of runs with the same `BeginningKey`; returns the scores
-    /// of the runs in bundle order. One packed sequence per (run, pair), starting at the run's first patched
-    /// position; sequences join the batch at their run's first patched layer, from the base run's residual there,
-    /// with the base run's keys/values for the positions before their start.
+    /// The fast path for a wave of runs, given as bundles of runs with the same `BeginningKey`: returns the final
+    /// residual at each packed sequence's last row, [S, D], and the runs (indices in bundle order) and pair of each
+    /// sequence (the output head is applied later, to the rows of many waves at once). One packed sequence per
+    /// (run, pair), starting at the run's first patched position; sequences join the batch at their run's first
+    /// patched layer, from the base run's residual there, with the base run's keys/values for the positions before
+    /// their start.
     ///
     /// Two savings on top: a run whose first patched layer l patches only row-local kinds (after the keys/values)
     /// computes layer l at its patched rows alone and joins at l + 1 (every other row of layer l is the base run's);
     /// and runs with the same beginning travel as one sequence until a layer where their patches differ, where the
     /// sequence forks (nested windows share their common bottom layers).
     /// - Parameter layerDone: called after each layer with an estimate of the runs finished.
-    func evaluateWave(_ bundles: [[[Patch]]], value: PatchValue, columns: [Int]?, score: PairScore,
-                      layerDone: (Int) -> Void) -> [Double] {
+    func evaluateWave(_ bundles: [[[Patch]]], value: PatchValue,
+                      layerDone: (Int) -> Void) -> (rows: [Float], sequences: [(runs: [Int], pair: Int)]) {
         let c = model.config, d = c.dModel, L = c.layers
         let runs = Array(bundles.joined())
         var pending: [WaveSequence] = []
@@ -134,14 +136,11 @@ extension PatchingEngine {
             layerDone(runs.count * (l - firstLayer + 1) / (L - firstLayer))
         }
         let layout = BatchLayout(lengths: active.map(\.length), startPositions: active.map(\.start))
-        let logits = model.logits(x, rows: layout.lastRows, columns: columns)
-        let width = columns?.count ?? c.vocabSize
-        var sums = [Double](repeating: 0, count: runs.count)
-        for (i, s) in active.enumerated() {
-            let v = score(s.pair, UnsafeBufferPointer(start: logits.pointer + i * width, count: width))
-            for r in s.runs { sums[r] += v }
+        var rows = [Float](repeating: 0, count: active.count * d)
+        rows.withUnsafeMutableBufferPointer { out in
+            for (i, r) in layout.lastRows.enumerated() { (out.baseAddress! + i * d).update(from: x.pointer + r * d, count: d) }
         }
-        return sums.map { $0 / Double(pairs.count) }
+        return (rows, active.map { ($0.runs, $0.pair) })
     }
 
     /// For the sequences with a `local` span: their first patched layer (`layer - 1`) run on the span's rows alone,

@@ -76,15 +76,23 @@ public final class KVCache {
 
 /// Recycles the storage of large scratch buffers. A forward pass allocates the same sizes layer after layer; large
 /// allocations come from fresh pages of the OS each time (page faults, zeroing), which cost more than some
-/// matrix products. Freed buffers wait here (up to `limitBytes`) for the next request of the same size.
+/// matrix products. Freed buffers wait here (up to `limitBytes`) for the next request of the same size; when the
+/// pool is full, the buffers freed longest ago make room (sizes of an earlier workload give way to the current one).
 final class BufferPool: @unchecked Sendable {
     static let shared = BufferPool()
     /// Buffers smaller than this are left to malloc.
     let minimumCount = 16 * 1024
-    let limitBytes = 256 << 20
-    private var free: [Int: [UnsafeMutablePointer<Float>]] = [:]
+    /// Bytes of free storage kept at most.
+    let limitBytes: Int
+    /// Free buffers, oldest first: (size class, storage).
+    private var free: [(size: Int, pointer: UnsafeMutablePointer<Float>)] = []
     private var pooledBytes = 0
     private let lock = NSLock()
+
+    init(limitBytes: Int = 256 << 20) { self.limitBytes = limitBytes }
+
+    /// Bytes of free storage held now.
+    var heldBytes: Int { lock.withLock { pooledBytes } }
 
     /// The capacity allocated for a request of `count` floats: requests are rounded up to size classes (steps of
     /// a sixteenth of the next power of two), so batches whose row count varies (patching waves) still reuse buffers.
@@ -99,20 +107,34 @@ final class BufferPool: @unchecked Sendable {
         guard count >= minimumCount else { return nil }
         let size = Self.sizeClass(count)
         lock.lock()
-        let p = free[size]?.popLast()
-        if p != nil { pooledBytes -= size * 4 }
+        var p: UnsafeMutablePointer<Float>?
+        if let i = free.lastIndex(where: { $0.size == size }) {
+            p = free.remove(at: i).pointer
+            pooledBytes -= size * 4
+        }
         lock.unlock()
         return p ?? .allocate(capacity: size)
     }
 
-    /// Keeps storage taken for `count` floats for reuse; false when the pool is full (the caller frees it).
+    /// Keeps storage taken for `count` floats for reuse, freeing the oldest kept buffers if needed to stay within
+    /// `limitBytes`; false when it does not fit at all (the caller frees it).
     func give(_ p: UnsafeMutablePointer<Float>, count: Int) -> Bool {
         guard count >= minimumCount else { return false }
         let size = Self.sizeClass(count)
-        lock.lock(); defer { lock.unlock() }
-        guard pooledBytes + size * 4 <= limitBytes else { return false }
-        free[size, default: []].append(p)
+        guard size * 4 <= limitBytes else { return false }
+        lock.lock()
+        var evicted: [UnsafeMutablePointer<Float>] = []
+        var drop = 0
+        while pooledBytes + size * 4 > limitBytes {
+            pooledBytes -= free[drop].size * 4
+            evicted.append(free[drop].pointer)
+            drop += 1
+        }
+        free.removeFirst(drop)
+        free.append((size, p))
         pooledBytes += size * 4
+        lock.unlock()
+        for e in evicted { e.deallocate() }
         return true
     }
 }

@@ -68,10 +68,14 @@ final class PatchingTests: XCTestCase {
                 runs.append((max(0, l - 1)..<min(3, l + 1)).map { Patch(HookPoint($0, kind), positions: [t]) })
             } }
             runs.append([Patch(HookPoint(0, kind), positions: [1, 3]), Patch(HookPoint(1, kind), positions: [2, 5])])
-            let fast = try engine.evaluate(runs, columns: m.columns, score: { m.score($1) })
             let naive = try engine.evaluate(runs, columns: m.columns, naive: true, score: { m.score($1) })
-            for (i, (f, n)) in zip(fast, naive).enumerated() {
-                XCTAssertEqual(f, n, accuracy: 1e-5, "\(kind) run \(i): \(runs[i])")
+            // Default sizes (few waves, one head block), then tiny waves and head blocks (many of each).
+            for (rows, head) in [(1024, 256), (4, 5)] {
+                engine.maxRows = rows; engine.headRows = head
+                let fast = try engine.evaluate(runs, columns: m.columns, score: { m.score($1) })
+                for (i, (f, n)) in zip(fast, naive).enumerated() {
+                    XCTAssertEqual(f, n, accuracy: 1e-5, "\(kind) waves of \(rows) rows, run \(i): \(runs[i])")
+                }
             }
         }
     }

@@ -33,4 +33,26 @@ final class BufferPoolTests: XCTestCase {
         let z = FloatBuffer(n, zeroed: true)
         XCTAssertEqual(z.buffer.max(), 0)
     }
+
+    func testFullPoolFreesTheBuffersFreedLongestAgo() {
+        let n = 32 * 1024, bytes = BufferPool.sizeClass(n) * 4
+        let pool = BufferPool(limitBytes: 3 * bytes)
+        let kept = (0..<4).map { _ in pool.take(n)! }
+        for p in kept { XCTAssertTrue(pool.give(p, count: n)) }
+        // Four buffers offered, room for three: the first one was freed, the three newest wait for reuse.
+        XCTAssertEqual(pool.heldBytes, 3 * bytes)
+        let again = (0..<3).map { _ in pool.take(n)! }
+        XCTAssertEqual(Set(again), Set(kept[1...]))
+        XCTAssertEqual(pool.heldBytes, 0)
+        // A request of another size class does not take a buffer of this one.
+        XCTAssertTrue(pool.give(again[0], count: n))
+        let other = pool.take(4 * n)!
+        XCTAssertNotEqual(other, again[0])
+        XCTAssertEqual(pool.heldBytes, bytes)
+        // A buffer larger than the whole pool is not kept.
+        let huge = pool.take(4 * n)!
+        XCTAssertFalse(pool.give(huge, count: 4 * n))
+        other.deallocate(); huge.deallocate(); pool.take(n)!.deallocate()
+        for p in again[1...] { p.deallocate() }
+    }
 }
