@@ -2,7 +2,7 @@
 import PackageDescription
 
 /// Scalpel: locate facts in a language model and rewrite them there.
-/// Layering: C shims → Linalg → formats (GGUF, HDF5Store) → Llama → Interp → Editing → scalpel CLI.
+/// Layering: C shims (and AVX2 kernels) → Linalg → formats (GGUF, HDF5Store) → Llama → Interp → Editing → scalpel CLI.
 let swift5: [SwiftSetting] = [.swiftLanguageMode(.v5)]
 
 let package = Package(
@@ -25,12 +25,15 @@ let package = Package(
         .systemLibrary(name: "CHDF5", pkgConfig: "hdf5",
                        providers: [.apt(["libhdf5-dev"])]),
 
+        // AVX2/FMA element-wise kernels (each function carries its own target attribute; used after a CPU check).
+        .target(name: "CKernels"),
+
         .target(name: "Linalg", dependencies: ["CBLAS", "CLAPACKE"], swiftSettings: swift5),
         .target(name: "Hashing", swiftSettings: swift5),
         .target(name: "GGUF", dependencies: ["Hashing"], swiftSettings: swift5),
         .target(name: "HDF5Store", dependencies: ["CHDF5", "Hashing"], swiftSettings: swift5),
         .target(name: "Llama",
-                dependencies: ["Linalg", "GGUF", "HDF5Store", "Hashing"],
+                dependencies: ["Linalg", "GGUF", "HDF5Store", "Hashing", "CKernels"],
                 swiftSettings: swift5),
         .target(name: "Interp", dependencies: ["Llama", "Linalg", "HDF5Store"], swiftSettings: swift5),
         .target(name: "Editing", dependencies: ["Llama", "Interp", "Linalg", "HDF5Store", "GGUF"],

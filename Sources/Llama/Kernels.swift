@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Linalg
 
@@ -27,6 +28,11 @@ public enum Kernels {
             body((n * p / parts)..<(n * (p + 1) / parts))
         }
     }
+
+    /// Whether the AVX2/FMA versions of the element-wise kernels (CKernels) run: when the CPU has AVX2 and FMA, unless
+    /// `SCALPEL_PORTABLE_KERNELS` is set. The portable Swift versions below are the fallback and the tests' reference.
+    public static let usesAVX2: Bool =
+        ck_has_avx2_fma() != 0 && ProcessInfo.processInfo.environment["SCALPEL_PORTABLE_KERNELS"] == nil
 
     /// Cores available for `dataParallel` work (same override as the element-wise kernels).
     public static var cores: Int { elementwiseThreads }
@@ -66,14 +72,26 @@ public enum Kernels {
     /// out[N,D] = x / sqrt(mean(x²) + eps) ⊙ w; also returns rstd[N] when `rstd` is given.
     public static func rmsnormForward(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
                                       rows: Int, width d: Int, eps: Float, rstd: UnsafeMutablePointer<Float>? = nil) {
-        parallelRows(rows, work: rows * d) { range in for r in range {
+        parallelRows(rows, work: rows * d) { range in
+            if usesAVX2 {
+                ck_rmsnorm_forward(out + range.lowerBound * d, x + range.lowerBound * d, w, range.count, d, eps,
+                                   rstd.map { $0 + range.lowerBound })
+            } else {
+                rmsnormPortable(out: out, x: x, w: w, rows: range, width: d, eps: eps, rstd: rstd)
+            }
+        }
+    }
+
+    static func rmsnormPortable(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
+                                rows: Range<Int>, width d: Int, eps: Float, rstd: UnsafeMutablePointer<Float>?) {
+        for r in rows {
             let xr = x + r * d, o = out + r * d
             var ss: Float = 0
             for i in 0..<d { ss += xr[i] * xr[i] }
             let s = 1 / (ss / Float(d) + eps).squareRoot()
             rstd?[r] = s
             for i in 0..<d { o[i] = xr[i] * s * w[i] }
-        } }
+        }
     }
 
     /// dinp[N,D] (+)= ∂L/∂x given dout[N,D], the input x and saved rstd; dw[D] += ∂L/∂w when given.
@@ -120,7 +138,17 @@ public enum Kernels {
 
     /// out[N,F] = silu(gate) ⊙ up, where gateUp is [N, 2F] with gate in the first F columns.
     public static func swigluForward(out: UnsafeMutablePointer<Float>, gateUp: UnsafePointer<Float>, rows: Int, width f: Int) {
-        parallelRows(rows, work: rows * f * 2) { range in for r in range {
+        parallelRows(rows, work: rows * f * 2) { range in
+            if usesAVX2 {
+                ck_swiglu_forward(out + range.lowerBound * f, gateUp + range.lowerBound * 2 * f, range.count, f)
+            } else {
+                swigluPortable(out: out, gateUp: gateUp, rows: range, width: f)
+            }
+        }
+    }
+
+    static func swigluPortable(out: UnsafeMutablePointer<Float>, gateUp: UnsafePointer<Float>, rows: Range<Int>, width f: Int) {
+        for r in rows {
             let g = gateUp + r * 2 * f, u = g + f, o = out + r * f
             let gr = UnsafeRawPointer(g), ur = UnsafeRawPointer(u), orow = UnsafeMutableRawPointer(o)
             var i = 0
@@ -131,7 +159,7 @@ public enum Kernels {
                 i += 8
             }
             while i < f { let x = g[i]; o[i] = x / (1 + expf(-x)) * u[i]; i += 1 }
-        } }
+        }
     }
 
     /// eˣ in 8 lanes: x = n·ln2 + r with |r| ≤ ln2/2 (n by round-to-nearest through the 1.5·2²³ trick, ln2 split in
@@ -212,12 +240,24 @@ public enum Kernels {
                                       q: UnsafePointer<Float>, qStride: Int, k: UnsafePointer<Float>,
                                       v: UnsafePointer<Float>, kvStride: Int, rows t: Int, keys tAll: Int,
                                       firstPosition p0: Int, headDim hd: Int, scale: Float) {
+        if usesAVX2 {
+            ck_attention_small(s, z, q, qStride, k, v, kvStride, t, tAll, p0, hd, scale)
+        } else {
+            attentionSmallPortable(scores: s, z: z, q: q, qStride: qStride, k: k, v: v, kvStride: kvStride, rows: t,
+                                   keys: tAll, firstPosition: p0, headDim: hd, scale: scale)
+        }
+    }
+
+    static func attentionSmallPortable(scores s: UnsafeMutablePointer<Float>, z: UnsafeMutablePointer<Float>,
+                                       q: UnsafePointer<Float>, qStride: Int, k: UnsafePointer<Float>,
+                                       v: UnsafePointer<Float>, kvStride: Int, rows t: Int, keys tAll: Int,
+                                       firstPosition p0: Int, headDim hd: Int, scale: Float) {
         for i in 0..<t {
             let qi = q + i * qStride, si = s + i * tAll, valid = p0 + i + 1
             for j in 0..<valid {
                 si[j] = dot(qi, k + j * kvStride, count: hd) * scale
             }
-            softmaxRow(si, count: tAll, valid: valid)
+            softmaxRowPortable(si, count: tAll, valid: valid)
             let zi = z + i * qStride
             for e in 0..<hd { zi[e] = 0 }
             for j in 0..<valid {
@@ -229,6 +269,11 @@ public enum Kernels {
 
     /// In-place softmax of row r over its first `valid` entries; entries past `valid` are set to 0.
     public static func softmaxRow(_ row: UnsafeMutablePointer<Float>, count: Int, valid: Int) {
+        if usesAVX2 { ck_softmax_row(row, count, valid); return }
+        softmaxRowPortable(row, count: count, valid: valid)
+    }
+
+    static func softmaxRowPortable(_ row: UnsafeMutablePointer<Float>, count: Int, valid: Int) {
         var m = -Float.infinity
         for j in 0..<valid where row[j] > m { m = row[j] }
         // Exponentials 8 lanes at a time (`exp8`), partial sums per lane.
@@ -248,6 +293,10 @@ public enum Kernels {
 
     /// log Σ exp over n values (8-lane `exp8`, partial sums in Float per lane, totals in Double).
     public static func logSumExp(_ x: UnsafePointer<Float>, count n: Int) -> Float {
+        usesAVX2 ? ck_log_sum_exp(x, n) : logSumExpPortable(x, count: n)
+    }
+
+    static func logSumExpPortable(_ x: UnsafePointer<Float>, count n: Int) -> Float {
         let raw = UnsafeRawPointer(x)
         var m8 = SIMD8<Float>(repeating: -.infinity), j = 0
         while j + 8 <= n {

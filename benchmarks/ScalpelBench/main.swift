@@ -39,13 +39,15 @@ do {
                               ioiPath: arg("--ioi") ?? "../shared/data/ioi/ioi_dual_path_attribution.json",
                               maxFacts: Int(arg("--facts") ?? "20") ?? 20, ioiPrompts: Int(arg("--ioi-prompts") ?? "20") ?? 20,
                               svgDir: arg("--svg-dir")))
+    case "kernels":
+        emit(benchKernels())
     case "load":
         let path = try modelPath ?? ModelFile.defaultPath()
         var times: [Double] = []
         for _ in 0..<3 { let t0 = Date(); _ = try ModelFile.open(path); times.append(Date().timeIntervalSince(t0)) }
         emit(["model": path, "load_seconds_best": times.min()!, "load_seconds_all": times])
     default:
-        print("usage: scalpel-bench forward|load [--model PATH]")
+        print("usage: scalpel-bench forward|load|gemm N|trace [--naive]|batch|study|kernels [--model PATH]")
         exit(2)
     }
 } catch {
