@@ -1,6 +1,20 @@
 // AVX2/FMA versions of Llama's element-wise kernels. Every function carries its own target attribute, so the rest
 // of the program stays plain x86-64; callers check ck_has_avx2_fma() first.
 #include "ckernels.h"
+
+#if !defined(__x86_64__)
+// Other CPUs: no AVX2; Kernels keeps to its portable Swift versions and never calls the functions below.
+#include <stdlib.h>
+int ck_has_avx2_fma(void) { return 0; }
+void ck_exp(float *x, long n) { abort(); }
+void ck_swiglu_forward(float *out, const float *gate_up, long rows, long f) { abort(); }
+void ck_rmsnorm_forward(float *out, const float *x, const float *w, long rows, long d, float eps, float *rstd) { abort(); }
+void ck_softmax_row(float *row, long count, long valid) { abort(); }
+float ck_log_sum_exp(const float *x, long n) { abort(); }
+void ck_attention_small(float *scores, float *z, const float *q, long q_stride, const float *k, const float *v,
+                        long kv_stride, long rows, long keys, long first_position, long head_dim, float scale) { abort(); }
+#else
+
 #include <immintrin.h>
 #include <math.h>
 
@@ -159,3 +173,5 @@ CK_AVX2 void ck_attention_small(float *scores, float *z, const float *q, long q_
         }
     }
 }
+
+#endif

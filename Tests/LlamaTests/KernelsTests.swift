@@ -16,8 +16,10 @@ final class KernelsTests: XCTestCase {
 
     func testDispatchFollowsTheCPUFlags() throws {
         // /proc/cpuinfo is an independent account of the CPU's features.
-        let info = try String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)
-        let flags = Set(info.split(separator: "\n").first { $0.hasPrefix("flags") }!.split(separator: " ").map(String.init))
+        let info = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        let line = info.split(separator: "\n").first { $0.hasPrefix("flags") }
+        try XCTSkipIf(line == nil, "no x86 flags in /proc/cpuinfo")
+        let flags = Set(line!.split(separator: " ").map(String.init))
         XCTAssertEqual(ck_has_avx2_fma() != 0, flags.contains("avx2") && flags.contains("fma"))
         if ProcessInfo.processInfo.environment["SCALPEL_PORTABLE_KERNELS"] == nil {
             XCTAssertEqual(Kernels.usesAVX2, ck_has_avx2_fma() != 0)
