@@ -108,12 +108,6 @@ public final class PatchingEngine {
             }
             groups[run.map(\.point.layer).min()!, default: []].append(i)
         }
-        // Waves: runs taken in order of start layer into waves of bounded rows. A wave sweeps the layers once from
-        // its lowest start layer; each run joins at its own start layer, so every matrix product covers all runs
-        // active at that layer (one pass over the weights for all of them). Runs of a wave start at nearby layers,
-        // so a wave is about as wide at its bottom as at its top (few narrow products, whose weight packing and
-        // small row counts cost most per FLOP). The cores take waves in turn, costliest first, each working
-        // single-threaded; a cost cap keeps at least two waves per core for balance.
         // Runs that begin alike (same first position, same patches at their first layer) are dealt together, so
         // a wave can carry them as one sequence until their patches differ (e.g. nested windows at the bottom).
         let order = groups.keys.sorted().flatMap { groups[$0]! }
@@ -123,6 +117,44 @@ public final class PatchingEngine {
             let key = BeginningKey(runs[i])
             if let b = bundleOf[key] { bundles[b].append(i) } else { bundleOf[key] = bundles.count; bundles.append([i]) }
         }
+        let waves = planWaves(bundles, runs: runs)
+        let lock = NSLock()
+        var next = 0
+        var partial = [Int](repeating: 0, count: waves.count)
+        let doneBefore = done
+        var finals = [(rows: [Float], sequences: [(runs: [Int], pair: Int)])](repeating: ([], []), count: waves.count)
+        Kernels.dataParallel(max(1, min(Kernels.cores, waves.count))) { _ in
+            while true {
+                let w: Int? = lock.withLock {
+                    guard next < waves.count else { return nil }
+                    next += 1
+                    return next - 1
+                }
+                guard let w else { return }
+                let indices = Array(waves[w].joined())
+                let out = evaluateWave(waves[w].map { $0.map { runs[$0] } }, value: value) { finished in
+                    lock.withLock {
+                        partial[w] = finished
+                        progress?(doneBefore + partial.reduce(0, +))
+                    }
+                }
+                let sequences = out.sequences.map { (runs: $0.runs.map { indices[$0] }, pair: $0.pair) }
+                lock.withLock { finals[w] = (out.rows, sequences) }
+            }
+        }
+        let sums = scoreFinalRows(finals, runCount: runs.count, columns: columns, score: score)
+        for i in order { results[i] = sums[i] / Double(pairs.count) }
+        return results
+    }
+
+    /// Deals bundles of runs (in order of start layer) to waves, returned costliest first. A wave sweeps the layers
+    /// once from its lowest start layer; each run joins at its own start layer, so every matrix product covers all
+    /// runs active at that layer (one pass over the weights for all of them). Bundles are taken in order up to
+    /// `maxRows` rows at a wave's widest, so a wave's runs start at nearby layers and it is about as wide at its
+    /// bottom as at its top (narrow products cost most per FLOP: the weights are packed for each call whatever its
+    /// row count). The cores take waves in turn, each single-threaded; a cost cap (row-layers) keeps at least two
+    /// waves per core, for balance.
+    func planWaves(_ bundles: [[Int]], runs: [[Patch]]) -> [[[Int]]] {
         let L = model.config.layers
         let rows = bundles.map { rowCount(runs[$0[0]]) * $0.count }  // at the widest, after the bundle forks
         let costs = bundles.enumerated().map { k, b in rows[k] * (L - BeginningKey(runs[b[0]]).layer) }
@@ -135,48 +167,19 @@ public final class PatchingEngine {
             }
             waves[waves.count - 1].append(bundle); rowsInWave += rows[k]; waveCosts[waves.count - 1] += costs[k]
         }
-        waves = waves.indices.sorted { waveCosts[$0] > waveCosts[$1] }.map { waves[$0] }
-        let waveCount = waves.count
-        let lock = NSLock()
-        var next = 0
-        var partial = [Int](repeating: 0, count: waveCount)
-        let doneBefore = done
-        var finals: [(rows: [Float], sequences: [(runs: [Int], pair: Int)])] = []
-        Kernels.dataParallel(cores) { _ in
-            while true {
-                let w: Int? = lock.withLock {
-                    guard next < waveCount else { return nil }
-                    next += 1
-                    return next - 1
-                }
-                guard let w else { return }
-                let wave = waves[w].map { $0.map { runs[$0] } }
-                let indices = Array(waves[w].joined())
-                let out = evaluateWave(wave, value: value) { finished in
-                    lock.withLock {
-                        partial[w] = finished
-                        progress?(doneBefore + partial.reduce(0, +))
-                    }
-                }
-                let sequences = out.sequences.map { (runs: $0.runs.map { indices[$0] }, pair: $0.pair) }
-                lock.withLock { finals.append((out.rows, sequences)) }
-            }
-        }
-        let sums = scoreFinalRows(finals, runCount: runs.count, columns: columns, score: score)
-        for (i, s) in sums.enumerated() where results[i].isNaN { results[i] = s / Double(pairs.count) }
-        return results
+        return waves.indices.sorted { waveCosts[$0] > waveCosts[$1] }.map { waves[$0] }
     }
 
-
     /// The output head and the score at the final rows of every wave, in blocks of `headRows` rows spread over the
-    /// cores; returns, per run, the sum of its scores over pairs.
+    /// cores; returns, per run, the sum of its scores over pairs (summed in a fixed order, so results do not depend
+    /// on which core finished first).
     func scoreFinalRows(_ finals: [(rows: [Float], sequences: [(runs: [Int], pair: Int)])], runCount: Int,
                         columns: [Int]?, score: PairScore) -> [Double] {
         let d = model.config.dModel, width = columns?.count ?? model.config.vocabSize
         var rows: [Float] = [], owners: [(runs: [Int], pair: Int)] = []
         for f in finals { rows += f.rows; owners += f.sequences }
         let blocks = stride(from: 0, to: owners.count, by: headRows).map { $0..<min($0 + headRows, owners.count) }
-        var sums = [Double](repeating: 0, count: runCount)
+        var values = [Double](repeating: 0, count: owners.count)
         let lock = NSLock()
         var next = 0
         Kernels.dataParallel(min(Kernels.cores, blocks.count)) { _ in
@@ -190,12 +193,14 @@ public final class PatchingEngine {
                 let x = FloatBuffer(b.count * d)
                 rows.withUnsafeBufferPointer { x.pointer.update(from: $0.baseAddress! + b.lowerBound * d, count: b.count * d) }
                 let logits = model.logits(x, rows: Array(0..<b.count), columns: columns)
-                let values = b.map { i in
+                let v = b.map { i in
                     score(owners[i].pair, UnsafeBufferPointer(start: logits.pointer + (i - b.lowerBound) * width, count: width))
                 }
-                lock.withLock { for (i, v) in zip(b, values) { for r in owners[i].runs { sums[r] += v } } }
+                lock.withLock { for (i, value) in zip(b, v) { values[i] = value } }
             }
         }
+        var sums = [Double](repeating: 0, count: runCount)
+        for (owner, v) in zip(owners, values) { for r in owner.runs { sums[r] += v } }
         return sums
     }
 
