@@ -16,17 +16,20 @@ public struct Metric {
     public let kind: MetricKind
     public let answer: Int
     public let foil: Int?
-    /// Clean log-probabilities (for KL), [V].
-    let cleanLogProbs: [Float]?
+    /// Clean probabilities (for KL), [V], and Σ p log p over them.
+    let cleanProbs: [Double]?
+    let cleanNegEntropy: Double
 
     public init(kind: MetricKind, answer: Int, foil: Int? = nil, cleanLogits: [Float]? = nil) {
         self.kind = kind; self.answer = answer; self.foil = foil
         if kind == .kl, let cleanLogits {
             let lse = LogitMath.logSumExp(cleanLogits)
-            cleanLogProbs = cleanLogits.map { $0 - lse }
-        } else { cleanLogProbs = nil }
+            let logProbs = cleanLogits.map { Double($0 - lse) }
+            cleanProbs = logProbs.map { exp($0) }
+            cleanNegEntropy = zip(cleanProbs!, logProbs).reduce(0) { $0 + $1.0 * $1.1 }
+        } else { cleanProbs = nil; cleanNegEntropy = 0 }
         precondition(kind != .logitDiff || foil != nil, "logit difference needs a foil token")
-        precondition(kind != .kl || cleanLogProbs != nil, "KL needs the clean logits")
+        precondition(kind != .kl || cleanProbs != nil, "KL needs the clean logits")
     }
 
     /// Vocabulary columns the metric reads (nil = all).
@@ -41,13 +44,11 @@ public struct Metric {
             let lse = Kernels.logSumExp(logits.baseAddress!, count: logits.count)
             return Double(exp(logits[answer] - lse))
         case .kl:
+            // KL = Σ p (log p − log q) with log q = logit − lse: Σ p log p (fixed) − Σ p·logit + lse·Σ p.
             let lse = Double(Kernels.logSumExp(logits.baseAddress!, count: logits.count))
-            var kl = 0.0
-            for (i, lp) in cleanLogProbs!.enumerated() {
-                let p = exp(Double(lp))
-                kl += p * (Double(lp) - (Double(logits[i]) - lse))
-            }
-            return kl
+            var dot = 0.0, mass = 0.0
+            for (i, p) in cleanProbs!.enumerated() { dot += p * Double(logits[i]); mass += p }
+            return cleanNegEntropy - dot + lse * mass
         }
     }
 
