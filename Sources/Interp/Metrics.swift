@@ -16,9 +16,9 @@ public struct Metric {
     public let kind: MetricKind
     public let answer: Int
     public let foil: Int?
-    /// Clean probabilities (for KL), [V], and Σ p log p over them.
+    /// Clean probabilities (for KL), [V], Σ p log p and Σ p over them.
     let cleanProbs: [Double]?
-    let cleanNegEntropy: Double
+    let cleanNegEntropy: Double, cleanMass: Double
 
     public init(kind: MetricKind, answer: Int, foil: Int? = nil, cleanLogits: [Float]? = nil) {
         self.kind = kind; self.answer = answer; self.foil = foil
@@ -27,7 +27,8 @@ public struct Metric {
             let logProbs = cleanLogits.map { Double($0 - lse) }
             cleanProbs = logProbs.map { exp($0) }
             cleanNegEntropy = zip(cleanProbs!, logProbs).reduce(0) { $0 + $1.0 * $1.1 }
-        } else { cleanProbs = nil; cleanNegEntropy = 0 }
+            cleanMass = cleanProbs!.reduce(0, +)
+        } else { cleanProbs = nil; cleanNegEntropy = 0; cleanMass = 0 }
         precondition(kind != .logitDiff || foil != nil, "logit difference needs a foil token")
         precondition(kind != .kl || cleanProbs != nil, "KL needs the clean logits")
     }
@@ -46,9 +47,9 @@ public struct Metric {
         case .kl:
             // KL = Σ p (log p − log q) with log q = logit − lse: Σ p log p (fixed) − Σ p·logit + lse·Σ p.
             let lse = Double(Kernels.logSumExp(logits.baseAddress!, count: logits.count))
-            var dot = 0.0, mass = 0.0
-            for (i, p) in cleanProbs!.enumerated() { dot += p * Double(logits[i]); mass += p }
-            return cleanNegEntropy - dot + lse * mass
+            var dot = 0.0
+            for (i, p) in cleanProbs!.enumerated() { dot += p * Double(logits[i]) }
+            return cleanNegEntropy - dot + lse * cleanMass
         }
     }
 

@@ -119,28 +119,20 @@ public final class PatchingEngine {
         }
         let waves = planWaves(bundles, runs: runs)
         let lock = NSLock()
-        var next = 0
         var partial = [Int](repeating: 0, count: waves.count)
         let doneBefore = done
-        var finals = [(rows: [Float], sequences: [(runs: [Int], pair: Int)])](repeating: ([], []), count: waves.count)
-        Kernels.dataParallel(max(1, min(Kernels.cores, waves.count))) { _ in
-            while true {
-                let w: Int? = lock.withLock {
-                    guard next < waves.count else { return nil }
-                    next += 1
-                    return next - 1
+        var finals = [WaveOutput](repeating: WaveOutput(rows: [], sequences: []), count: waves.count)
+        Kernels.takeInTurn(waves.count) { w in
+            let indices = Array(waves[w].joined())
+            var out = evaluateWave(waves[w].map { $0.map { runs[$0] } }, value: value) { finished in
+                lock.withLock {
+                    partial[w] = finished
+                    progress?(doneBefore + partial.reduce(0, +))
                 }
-                guard let w else { return }
-                let indices = Array(waves[w].joined())
-                let out = evaluateWave(waves[w].map { $0.map { runs[$0] } }, value: value) { finished in
-                    lock.withLock {
-                        partial[w] = finished
-                        progress?(doneBefore + partial.reduce(0, +))
-                    }
-                }
-                let sequences = out.sequences.map { (runs: $0.runs.map { indices[$0] }, pair: $0.pair) }
-                lock.withLock { finals[w] = (out.rows, sequences) }
             }
+            // Run indices of the wave → indices into `runs`.
+            for k in out.sequences.indices { out.sequences[k].runs = out.sequences[k].runs.map { indices[$0] } }
+            lock.withLock { finals[w] = out }
         }
         let sums = scoreFinalRows(finals, runCount: runs.count, columns: columns, score: score)
         for i in order { results[i] = sums[i] / Double(pairs.count) }
@@ -173,31 +165,21 @@ public final class PatchingEngine {
     /// The output head and the score at the final rows of every wave, in blocks of `headRows` rows spread over the
     /// cores; returns, per run, the sum of its scores over pairs (summed in a fixed order, so results do not depend
     /// on which core finished first).
-    func scoreFinalRows(_ finals: [(rows: [Float], sequences: [(runs: [Int], pair: Int)])], runCount: Int,
-                        columns: [Int]?, score: PairScore) -> [Double] {
+    func scoreFinalRows(_ finals: [WaveOutput], runCount: Int, columns: [Int]?, score: PairScore) -> [Double] {
         let d = model.config.dModel, width = columns?.count ?? model.config.vocabSize
-        var rows: [Float] = [], owners: [(runs: [Int], pair: Int)] = []
-        for f in finals { rows += f.rows; owners += f.sequences }
+        let rows = finals.flatMap(\.rows), owners = finals.flatMap(\.sequences)
         let blocks = stride(from: 0, to: owners.count, by: headRows).map { $0..<min($0 + headRows, owners.count) }
         var values = [Double](repeating: 0, count: owners.count)
         let lock = NSLock()
-        var next = 0
-        Kernels.dataParallel(min(Kernels.cores, blocks.count)) { _ in
-            while true {
-                let b: Range<Int>? = lock.withLock {
-                    guard next < blocks.count else { return nil }
-                    next += 1
-                    return blocks[next - 1]
-                }
-                guard let b else { return }
-                let x = FloatBuffer(b.count * d)
-                rows.withUnsafeBufferPointer { x.pointer.update(from: $0.baseAddress! + b.lowerBound * d, count: b.count * d) }
-                let logits = model.logits(x, rows: Array(0..<b.count), columns: columns)
-                let v = b.map { i in
-                    score(owners[i].pair, UnsafeBufferPointer(start: logits.pointer + (i - b.lowerBound) * width, count: width))
-                }
-                lock.withLock { for (i, value) in zip(b, v) { values[i] = value } }
+        Kernels.takeInTurn(blocks.count) { k in
+            let b = blocks[k]
+            let x = FloatBuffer(b.count * d)
+            rows.withUnsafeBufferPointer { x.pointer.update(from: $0.baseAddress! + b.lowerBound * d, count: b.count * d) }
+            let logits = model.logits(x, rows: Array(0..<b.count), columns: columns)
+            let v = b.map { i in
+                score(owners[i].pair, UnsafeBufferPointer(start: logits.pointer + (i - b.lowerBound) * width, count: width))
             }
+            lock.withLock { for (i, value) in zip(b, v) { values[i] = value } }
         }
         var sums = [Double](repeating: 0, count: runCount)
         for (owner, v) in zip(owners, values) { for r in owner.runs { sums[r] += v } }

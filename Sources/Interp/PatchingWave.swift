@@ -21,6 +21,13 @@ extension PatchingEngine {
     static let rowLocalKinds: Set<HookKind> = [.attnQ, .attnZ, .attnOut, .residMid, .mlpPre, .mlpPreLinear, .mlpPost,
                                                 .mlpOut, .residPost]
 
+    /// What a wave hands to the output head: the final residual at each packed sequence's last row, [S, D], and the
+    /// runs and pair each sequence carries.
+    struct WaveOutput {
+        var rows: [Float]
+        var sequences: [(runs: [Int], pair: Int)]
+    }
+
     /// One packed sequence of a wave: runs `runs` (identical so far) for pair `pair`, positions start..<start+length,
     /// entering the batch at layer `layer` from the base run's residual there. When `local` is set, the runs' first
     /// patched layer is `layer - 1` and changed only positions `local`, whose new residual is computed apart.
@@ -31,8 +38,8 @@ extension PatchingEngine {
     }
 
     /// The fast path for a wave of runs, given as bundles of runs with the same `BeginningKey`: returns the final
-    /// residual at each packed sequence's last row, [S, D], and the runs (indices in bundle order) and pair of each
-    /// sequence (the output head is applied later, to the rows of many waves at once). One packed sequence per
+    /// rows of its sequences, with run indices in bundle order (the output head is applied later, to the rows of many
+    /// waves at once). One packed sequence per
     /// (run, pair), starting at the run's first patched position; sequences join the batch at their run's first
     /// patched layer, from the base run's residual there, with the base run's keys/values for the positions before
     /// their start.
@@ -43,7 +50,7 @@ extension PatchingEngine {
     /// sequence forks (nested windows share their common bottom layers).
     /// - Parameter layerDone: called after each layer with an estimate of the runs finished.
     func evaluateWave(_ bundles: [[[Patch]]], value: PatchValue,
-                      layerDone: (Int) -> Void) -> (rows: [Float], sequences: [(runs: [Int], pair: Int)]) {
+                      layerDone: (Int) -> Void) -> WaveOutput {
         let c = model.config, d = c.dModel, L = c.layers
         let runs = Array(bundles.joined())
         var pending: [WaveSequence] = []
@@ -140,7 +147,7 @@ extension PatchingEngine {
         rows.withUnsafeMutableBufferPointer { out in
             for (i, r) in layout.lastRows.enumerated() { (out.baseAddress! + i * d).update(from: x.pointer + r * d, count: d) }
         }
-        return (rows, active.map { ($0.runs, $0.pair) })
+        return WaveOutput(rows: rows, sequences: active.map { ($0.runs, $0.pair) })
     }
 
     /// For the sequences with a `local` span: their first patched layer (`layer - 1`) run on the span's rows alone,

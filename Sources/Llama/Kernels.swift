@@ -69,6 +69,24 @@ public enum Kernels {
         }
     }
 
+    /// Runs `body(i)` for i in 0..<count, the cores taking the next index in turn, each single-threaded as in
+    /// `dataParallel`: for pieces of uneven cost (list them costliest first).
+    public static func takeInTurn(_ count: Int, _ body: (Int) -> Void) {
+        let lock = NSLock()
+        var next = 0
+        dataParallel(max(1, min(cores, count))) { _ in
+            while true {
+                let i: Int? = lock.withLock {
+                    guard next < count else { return nil }
+                    next += 1
+                    return next - 1
+                }
+                guard let i else { return }
+                body(i)
+            }
+        }
+    }
+
     /// out[N,D] = x / sqrt(mean(x²) + eps) ⊙ w; also returns rstd[N] when `rstd` is given.
     public static func rmsnormForward(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
                                       rows: Int, width d: Int, eps: Float, rstd: UnsafeMutablePointer<Float>? = nil) {

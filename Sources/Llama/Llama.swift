@@ -187,16 +187,7 @@ public final class LlamaModel {
             mlpSkippingReplacedRows(l, x: x, layout: layout, replaced: replaced, hooks: hooks!)
             return
         }
-        let xn2 = FloatBuffer(n * d), rstd2 = FloatBuffer(n)
-        w.ffnNorm.withUnsafeBufferPointer {
-            Kernels.rmsnormForward(out: xn2.pointer, x: x.pointer, w: $0.baseAddress!, rows: n, width: d, eps: c.rmsEps,
-                                   rstd: rstd2.pointer)
-        }
-        let gu = FloatBuffer(n * 2 * f)
-        w.wGateUp.withUnsafeBufferPointer {
-            BLAS.sgemm(transB: true, m: n, n: 2 * f, k: d, a: xn2.pointer, lda: d, b: $0.baseAddress!, ldb: d,
-                       c: gu.pointer, ldc: 2 * f)
-        }
+        let (xn2, rstd2, gu) = mlpGateUp(l, x: x.pointer, rows: n)
         if let hooks, hooks.has(HookPoint(l, .mlpPre)) || hooks.has(HookPoint(l, .mlpPreLinear)) {
             // Gate and up share rows of `gu`; hooks see each as its own [N, F] array.
             for (kind, col) in [(HookKind.mlpPre, 0), (.mlpPreLinear, f)] where hooks.has(HookPoint(l, kind)) {
@@ -232,23 +223,33 @@ public final class LlamaModel {
         }
     }
 
+    /// The MLP's first half for rows x [M, D] of block `l`: xn = rmsnorm(x) [M, D], its rstd [M], and
+    /// gate|up = xn · Wgateupᵀ [M, 2F].
+    private func mlpGateUp(_ l: Int, x: UnsafePointer<Float>, rows m: Int) -> (FloatBuffer, FloatBuffer, FloatBuffer) {
+        let c = config, d = c.dModel, f = c.ffnDim
+        let w = weights.layers[l]
+        let xn = FloatBuffer(m * d), rstd = FloatBuffer(m), gu = FloatBuffer(m * 2 * f)
+        w.ffnNorm.withUnsafeBufferPointer {
+            Kernels.rmsnormForward(out: xn.pointer, x: x, w: $0.baseAddress!, rows: m, width: d, eps: c.rmsEps,
+                                   rstd: rstd.pointer)
+        }
+        w.wGateUp.withUnsafeBufferPointer {
+            BLAS.sgemm(transB: true, m: m, n: 2 * f, k: d, a: xn.pointer, lda: d, b: $0.baseAddress!, ldb: d,
+                       c: gu.pointer, ldc: 2 * f)
+        }
+        return (xn, rstd, gu)
+    }
+
     /// The MLP of block `l` when hooks replace `hook_mlp_out` at rows `replaced` and nothing reads the MLP inside:
     /// computed at the other rows only; the replaced rows are handed to the hooks as zeros, for them to overwrite.
     private func mlpSkippingReplacedRows(_ l: Int, x: FloatBuffer, layout: BatchLayout, replaced: Set<Int>, hooks: Hooks) {
         let c = config, n = layout.rows, d = c.dModel, f = c.ffnDim
         let w = weights.layers[l]
         let keep = (0..<n).filter { !replaced.contains($0) }, m = keep.count
-        let xk = FloatBuffer(max(m, 1) * d), xn = FloatBuffer(max(m, 1) * d), rstd = FloatBuffer(max(m, 1))
+        let xk = FloatBuffer(m * d)
         for (i, r) in keep.enumerated() { (xk.pointer + i * d).update(from: x.pointer + r * d, count: d) }
-        w.ffnNorm.withUnsafeBufferPointer {
-            Kernels.rmsnormForward(out: xn.pointer, x: xk.pointer, w: $0.baseAddress!, rows: m, width: d, eps: c.rmsEps,
-                                   rstd: rstd.pointer)
-        }
-        let gu = FloatBuffer(max(m, 1) * 2 * f), post = FloatBuffer(max(m, 1) * f), outK = FloatBuffer(max(m, 1) * d)
-        w.wGateUp.withUnsafeBufferPointer {
-            BLAS.sgemm(transB: true, m: m, n: 2 * f, k: d, a: xn.pointer, lda: d, b: $0.baseAddress!, ldb: d,
-                       c: gu.pointer, ldc: 2 * f)
-        }
+        let (_, _, gu) = mlpGateUp(l, x: xk.pointer, rows: m)
+        let post = FloatBuffer(m * f), outK = FloatBuffer(m * d)
         Kernels.swigluForward(out: post.pointer, gateUp: gu.pointer, rows: m, width: f)
         w.wDown.withUnsafeBufferPointer {
             BLAS.sgemm(transB: true, m: m, n: d, k: f, a: post.pointer, lda: f, b: $0.baseAddress!, ldb: f,
