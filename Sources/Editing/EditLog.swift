@@ -5,9 +5,12 @@ import Llama
 
 /// The edit log of a Scalpel model store: reading entries, changing their status, computing effective matrices.
 ///
-/// Every write is one atomic transaction (`HDF5File.updateAtomically`: copy the store, modify the copy, fsync, rename),
-/// so a crash at any moment leaves the previous or the new store, never a broken one. Before writing, the log is
-/// verified (entry and log hashes); a log that does not verify is never modified (`EditingError.editLogCorrupt`).
+/// The store's base weights, config and tokenizer are immutable after import; the log lives in the sidecar file
+/// `NAME.edits.h5` beside the store (see `EditLogReader`). Every write replaces the sidecar in one atomic transaction
+/// (temp file, fsync, rename), so a crash at any moment leaves the previous or the new log, never a broken one, and a
+/// commit writes O(log) bytes, whatever the model's size. Every write holds the store's lock (`EditLog.lock`) from
+/// reading the log to the final rename, so concurrent writers never lose each other's entries. Before writing, the
+/// log is verified (entry and log hashes); a log that does not verify is never modified (`EditingError.editLogCorrupt`).
 /// Base weights are never modified: revert and reapply only flip an entry's status, and the effective model is always
 /// recomputed from the base (`ModelFile.open`), so reverting is exact by construction.
 public enum EditLog {
@@ -56,31 +59,82 @@ public enum EditLog {
         return hash
     }
 
-    // MARK: Crash leftovers
+    // MARK: Locking
 
-    /// Temporary files next to `path` left by scalpel processes killed mid-write (`.NAME.tmp-PID-RANDOM`, see
-    /// `AtomicFile`, and the import staging file inside one). They are never mistaken for the store (the store is
-    /// only ever replaced by a complete file, by rename); `stale` selects those whose process no longer exists.
-    public static func temporaries(besides path: String, staleOnly: Bool = true) -> [String] {
-        let url = URL(fileURLWithPath: path)
-        let dir = url.deletingLastPathComponent().path
-        let prefix = "." + url.lastPathComponent + ".tmp-"
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return [] }
-        return names.sorted().compactMap { name -> String? in
-            guard let p = [prefix, "." + prefix].first(where: { name.hasPrefix($0) }) else { return nil }
-            guard let pidText = name.dropFirst(p.count).split(separator: "-").first, let pid = Int32(pidText), pid > 0 else {
-                return nil
-            }
-            if staleOnly && (pid == getpid() || kill(pid, 0) == 0 || errno != ESRCH) { return nil }
-            return dir + "/" + name
+    /// Seconds a writer waits for another scalpel process's lock on the same store (`--wait-lock`).
+    public static let defaultLockWait: Double = 60
+
+    /// Takes the write lock of the store at `path` (`FileLock` on `REALPATH.lock`), waiting up to `wait` seconds
+    /// (`waiting` is told once, with a one-line notice). Hold the returned lock from reading the log to the last write.
+    public static func lock(_ path: String, wait: Double = defaultLockWait,
+                            waiting: (String) -> Void = { _ in }) throws -> FileLock {
+        guard wait.isFinite, wait >= 0 else {
+            throw EditingError.invalidArgument(name: "--wait-lock", reason: "\(wait) (expected seconds ≥ 0)")
+        }
+        return try FileLock(protecting: path, wait: wait) { lockFile in
+            waiting("waiting for the lock on \(path) held by another scalpel process (\(lockFile); up to "
+                    + "\(String(format: "%g", wait)) s, see --wait-lock)…")
         }
     }
 
-    /// Removes the stale temporary files next to `path` (see `temporaries`); returns their paths.
+    // MARK: Crash leftovers
+
+    /// Temporary files of the store at `path` and of its sidecar log left by scalpel processes killed mid-write
+    /// (`AtomicFile.temporaries`). `staleOnly` selects those whose process no longer exists.
+    public static func temporaries(besides path: String, staleOnly: Bool = true) -> [String] {
+        AtomicFile.temporaries(besides: path, staleOnly: staleOnly)
+            + AtomicFile.temporaries(besides: EditLogSchema.sidecarPath(forStore: path), staleOnly: staleOnly)
+    }
+
+    /// Removes the stale temporary files of the store at `path` and its sidecar; returns their paths.
     @discardableResult
     public static func removeStaleTemporaries(besides path: String) -> [String] {
-        temporaries(besides: path).filter { unlink($0) == 0 }
+        AtomicFile.removeStaleTemporaries(besides: path)
+            + AtomicFile.removeStaleTemporaries(besides: EditLogSchema.sidecarPath(forStore: path))
     }
+
+    // MARK: Writing the log
+
+    /// Replaces the sidecar log of the store at `store` with `records` (in order, each with a fresh `entry_sha256`),
+    /// atomically; returns the new `log_sha256`. `carriedOver`: the internal log's `log_sha256` the sidecar carries.
+    static func writeSidecar(forStore store: String, records: [EditLogRecord], carriedOver: String?) throws -> String {
+        var hash = ""
+        try HDF5File.createAtomically(at: EditLogSchema.sidecarPath(forStore: store)) { h5 in
+            try h5.root.setAttribute("format", EditLogSchema.sidecarFormat)
+            try h5.root.setAttribute("format_version", EditLogSchema.formatVersion)
+            try h5.root.setAttribute("store", (FileLock.resolve(store) as NSString).lastPathComponent)
+            hash = try writeRecords(h5, records)
+            if let carriedOver {
+                try h5.root.group(EditLogSchema.groupName).setAttribute(EditLogSchema.carriedOverAttribute, carriedOver)
+            }
+        }
+        return hash
+    }
+
+    /// Replaces `/edits` of an open (temporary) store with `records`; returns the new `log_sha256`.
+    static func replaceInternalLog(_ h5: HDF5File, records: [EditLogRecord]) throws -> String {
+        if h5.root.exists(EditLogSchema.groupName) { try h5.root.delete(EditLogSchema.groupName) }
+        return try writeRecords(h5, records)
+    }
+
+    private static func writeRecords(_ h5: HDF5File, _ records: [EditLogRecord]) throws -> String {
+        var entries: [(id: String, sha256: String)] = []
+        for r in records { entries.append((r.groupName, try r.write(to: h5))) }
+        return try writeLogHeader(h5, entries: entries)
+    }
+
+    /// Records the base weights' `sha256` attributes in a store imported before they existed: a one-time atomic
+    /// rewrite of the store (the only time an edit changes the store file itself). No-op when all are present.
+    static func ensureWeightHashes(_ path: String) throws {
+        let h5 = try openStore(path)
+        let g = try h5.root.group("weights")
+        let missing = try g.memberNames().contains { try g.kind(of: $0) == .dataset && !(try g.dataset($0)).hasAttribute(ModelStore.weightHashAttribute) }
+        try h5.close()
+        if missing { try HDF5File.updateAtomically(at: path) { _ = try ModelStore.recordWeightHashes(in: $0) } }
+    }
+
+    /// Removes the sidecar log of a store about to be replaced by a new file (whose own log is complete).
+    static func removeSidecar(ofStore path: String) throws { try ModelStore.removeSidecarLog(ofStore: path) }
 
     // MARK: Status changes
 
@@ -109,52 +163,39 @@ public enum EditLog {
 
     /// Sets entry `id`'s status in one atomic transaction (no write when it already has it). Refuses a log that
     /// does not verify.
-    public static func setStatus(_ id: String, to status: String, path: String, toolVersion: String) throws -> StatusResult {
+    public static func setStatus(_ id: String, to status: String, path: String, toolVersion: String,
+                                 wait: Double = defaultLockWait, waiting: (String) -> Void = { _ in }) throws -> StatusResult {
         guard status == EditLogSchema.active || status == EditLogSchema.reverted else {
             throw EditingError.invalidArgument(name: "status", reason: "\(status) (expected active or reverted)")
         }
-        // Look first (read-only): unknown ids and no-ops need no copy of the store.
-        let current = try read(path: path)
-        guard let existing = current.record(id) else {
-            throw EditingError.editNotFound(id: id, path: path, available: current.records.map(\.groupName))
+        _ = try openStore(path).close()   // "not a store" before taking a lock beside it
+        let lock = try EditLog.lock(path, wait: wait, waiting: waiting)
+        defer { lock.release() }
+        let log = try read(path: path)
+        guard var record = log.record(id) else {
+            throw EditingError.editNotFound(id: id, path: path, available: log.records.map(\.groupName))
         }
-        if existing.status == status {
-            let h5 = try openStore(path)
-            defer { try? h5.close() }
-            let config = try ModelStore.configuration(h5)
-            try requireIntact(current, config: config, path: path)
-            let (ids, hash) = try effectiveMatrix(h5, log: current, parameter: existing.parameterName ?? "", config: config)
-            return StatusResult(entry: try EditEntry(record: existing, path: path), changed: false, activeOnParameter: ids,
+        let h5 = try openStore(path)
+        defer { try? h5.close() }
+        let config = try ModelStore.configuration(h5)
+        try requireIntact(log, config: config, path: path)
+        if record.status == status {
+            let (ids, hash) = try effectiveMatrix(h5, log: log, parameter: record.parameterName ?? "", config: config)
+            return StatusResult(entry: try EditEntry(record: record, path: path), changed: false, activeOnParameter: ids,
                                 effectiveSHA256: hash)
         }
-        var result: StatusResult?
-        removeStaleTemporaries(besides: path)
-        try HDF5File.updateAtomically(at: path) { h5 in
-            let log = try EditLogReader.read(h5)
-            let config = try ModelStore.configuration(h5)
-            try requireIntact(log, config: config, path: path)
-            guard var record = log.record(id) else {
-                throw EditingError.editNotFound(id: id, path: path, available: log.records.map(\.groupName))
-            }
-            var entry = try EditEntry(record: record, path: path)
-            entry.status = status
-            entry.statusHistory.append(EditStatusChange(status: status, at: KeyStatistics.now(), toolVersion: toolVersion))
-            record.attributes["status"] = .string(status)
-            record.attributes["status_history"] = .string(EditEntry.jsonString(entry.statusHistory))
-            let g = try h5.root.group(EditLogSchema.groupName).group(id)
-            try g.setAttribute("status", status)
-            try g.setAttribute("status_history", EditEntry.jsonString(entry.statusHistory))
-            let hash = record.computedSHA256()
-            try g.setAttribute(EditLogSchema.hashAttribute, hash)
-            record.storedSHA256 = hash
-            entry.entrySHA256 = hash
-            var updated = log
-            updated.records = log.records.map { $0.groupName == id ? record : $0 }
-            _ = try writeLogHeader(h5, entries: updated.records.map { ($0.groupName, $0.storedSHA256 ?? "") })
-            let (ids, effective) = try effectiveMatrix(h5, log: updated, parameter: entry.parameter, config: config)
-            result = StatusResult(entry: entry, changed: true, activeOnParameter: ids, effectiveSHA256: effective)
-        }
-        return result!
+        var entry = try EditEntry(record: record, path: path)
+        entry.status = status
+        entry.statusHistory.append(EditStatusChange(status: status, at: KeyStatistics.now(), toolVersion: toolVersion))
+        record.attributes["status"] = .string(status)
+        record.attributes["status_history"] = .string(EditEntry.jsonString(entry.statusHistory))
+        record.storedSHA256 = record.computedSHA256()
+        entry.entrySHA256 = record.storedSHA256
+        var updated = log
+        updated.records = log.records.map { $0.groupName == id ? record : $0 }
+        updated.storedLogSHA256 = try writeSidecar(forStore: path, records: updated.records, carriedOver: log.carriedOverBySidecar)
+        let (ids, effective) = try effectiveMatrix(h5, log: updated, parameter: entry.parameter, config: config)
+        return StatusResult(entry: entry, changed: true, activeOnParameter: ids, effectiveSHA256: effective)
     }
 
     // MARK: Effective matrices
@@ -188,123 +229,6 @@ public enum EditLog {
     }
 }
 
-/// Records edits in a store's log as they are made, one atomic transaction per entry.
-///
-/// Targets: the store the model was opened from (in place), a new store at `out` copied from it, or — for a model
-/// opened from a GGUF — a new store at `out` imported from the GGUF. A new store appears with its first entry (one
-/// transaction: copy or import, then append), so a failed first edit leaves no file behind.
-///
-/// Each commit checks that the log is still the one the model was opened with (`ModelFile.editLogSHA256`): an entry
-/// records the matrix hashes and the active predecessors of the model it was computed on, so appending to a log that
-/// another process changed in between would record a false history (`EditingError.editLogChanged`).
-public final class EditLogWriter {
-    enum Source { case none, copy(String), importGGUF(String) }
-
-    /// The store the entries go to.
-    public let path: String
-    public let toolVersion: String
-    /// Ids of the active entries, including those committed by this writer (the next entry's `activeBefore`).
-    public private(set) var activeIDs: [String]
-    /// Ids committed by this writer.
-    public private(set) var committed: [String] = []
-    private var nextNumber: Int
-    private var expectedLogSHA256: String?
-    private var source: Source
-    private let config: LlamaConfig
-
-    /// A writer for edits of `model`. `out`: a new store to write (required when the model is not a store).
-    public init(model: ModelFile, out: String?, toolVersion: String) throws {
-        let ext = (model.path as NSString).pathExtension.lowercased()
-        let isStore = ["h5", "hdf5"].contains(ext)
-        self.toolVersion = toolVersion
-        config = model.config
-        if let out {
-            guard ["h5", "hdf5"].contains((out as NSString).pathExtension.lowercased()) else {
-                throw EditingError.invalidArgument(name: "--out", reason: "\(out): edits are recorded in a .h5 store")
-            }
-            let same = isStore && URL(fileURLWithPath: out).standardizedFileURL.path == URL(fileURLWithPath: model.path).standardizedFileURL.path
-            path = out
-            if same { source = .none } else if isStore { source = .copy(model.path) } else if ext == "gguf" {
-                source = .importGGUF(model.path)
-            } else {
-                throw EditingError.storeRequired(path: model.path)
-            }
-        } else {
-            guard isStore else { throw EditingError.storeRequired(path: model.path) }
-            path = model.path
-            source = .none
-        }
-        if model.baseOnly {
-            throw EditingError.invalidArgument(name: "model", reason: "opened without its edits; edits must be made on the effective model")
-        }
-        if isStore {
-            let log = try EditLog.read(path: model.path)
-            guard log.activeIDs == model.appliedEdits, (log.isEmpty ? nil : log.storedLogSHA256) == model.editLogSHA256 else {
-                throw EditingError.editLogChanged(path: model.path)
-            }
-            activeIDs = model.appliedEdits
-            nextNumber = EditLogSchema.number(of: log.nextID) ?? 1
-            expectedLogSHA256 = model.editLogSHA256
-        } else {
-            activeIDs = []
-            nextNumber = 1
-            expectedLogSHA256 = nil
-        }
-    }
-
-    /// The id the next committed entry must have.
-    public var nextID: String { EditLogSchema.id(number: nextNumber) }
-
-    /// Appends `entry` (whose id must be `nextID`) in one atomic transaction; returns its `entry_sha256`.
-    @discardableResult
-    public func commit(_ entry: EditEntry) throws -> String {
-        guard entry.id == nextID else {
-            throw EditingError.invalidArgument(name: "entry id", reason: "\(entry.id), expected \(nextID)")
-        }
-        var entryHash = "", logHash = ""
-        let append: (HDF5File) throws -> Void = { [self] h5 in
-            let log = try EditLogReader.read(h5)
-            guard (log.isEmpty ? nil : log.storedLogSHA256) == expectedLogSHA256, log.nextID == entry.id else {
-                throw EditingError.editLogChanged(path: path)
-            }
-            try EditLog.requireIntact(log, config: config, path: path)
-            try ModelStore.recordWeightHashes(in: h5)
-            var record = entry.record
-            entryHash = try record.write(to: h5)
-            record.storedSHA256 = entryHash
-            logHash = try EditLog.writeLogHeader(h5, entries: log.records.map { ($0.groupName, $0.storedSHA256 ?? "") }
-                                                 + [(entry.id, entryHash)])
-        }
-        EditLog.removeStaleTemporaries(besides: path)
-        switch source {
-        case .none:
-            try HDF5File.updateAtomically(at: path, append)
-        case let .copy(from):
-            try AtomicFile.write(to: path) { temp in
-                try FileManager.default.copyItem(atPath: from, toPath: temp)
-                try EditLogWriter.modify(temp, append)
-            }
-        case let .importGGUF(gguf):
-            try AtomicFile.write(to: path) { temp in
-                try ModelStore.importGGUF(gguf, to: temp, toolVersion: toolVersion)
-                try EditLogWriter.modify(temp, append)
-            }
-        }
-        source = .none
-        expectedLogSHA256 = logHash
-        committed.append(entry.id)
-        if entry.isActive { activeIDs.append(entry.id) }
-        nextNumber += 1
-        return entryHash
-    }
-
-    private static func modify(_ path: String, _ body: (HDF5File) throws -> Void) throws {
-        let h5 = try HDF5File(openingForWriting: path)
-        do { try body(h5) } catch { try? h5.close(); throw error }
-        try h5.close()
-    }
-}
-
 extension EditSession {
     /// Makes one edit (`edit`) and, with a writer, appends it to the store's log: the edited matrix's hashes just
     /// before and after, the statistics used, the measured behaviour, the active predecessors.
@@ -326,5 +250,13 @@ extension EditSession {
                               toolVersion: writer.toolVersion)
         entry.entrySHA256 = try writer.commit(entry)
         return (o, entry)
+    }
+}
+
+extension StoredEditLog {
+    /// What a sidecar written from this log must record as `carried_over_log_sha256`: the store's internal log's
+    /// `log_sha256` when this log is that internal log, else what this (sidecar) log already carries.
+    var carriedOverBySidecar: String? {
+        sidecarPath == nil ? (isEmpty ? nil : storedLogSHA256) : carriedOverLogSHA256
     }
 }

@@ -41,8 +41,12 @@ public enum StatsStore {
     /// Adds `stats` to the file at `path` (created when missing), replacing statistics of the same layers; the file
     /// is rewritten atomically (HDF5 files do not shrink when a group is deleted). Throws `statisticsMismatch` when
     /// the file holds statistics of another model (one file serves one model).
-    public static func save(_ stats: [KeyStatistics], to path: String) throws {
+    /// The file's lock (`EditLog.lock`) is held from reading it to the rename, waiting up to `wait` seconds.
+    public static func save(_ stats: [KeyStatistics], to path: String, wait: Double = EditLog.defaultLockWait,
+                            waiting: (String) -> Void = { _ in }) throws {
         try requireDistinctLayers(stats)
+        let lock = try EditLog.lock(path, wait: wait, waiting: waiting)
+        defer { lock.release() }
         guard FileManager.default.fileExists(atPath: path) else { return try write(stats, to: path) }
         let existing = try readAll(path: path)
         for s in stats {

@@ -28,6 +28,10 @@ public enum HDF5Error: Error, CustomStringConvertible, Equatable {
     case callFailed(function: String, object: String)
     /// A file-system operation (outside HDF5) failed; `code` is the `errno` value.
     case ioFailed(path: String, operation: String, code: Int32)
+    /// Another process holds the write lock of `path` (`FileLock`); `waited` seconds were spent waiting.
+    case locked(path: String, lockFile: String, waited: Double)
+    /// The disk (or quota) filled while writing `path`; the original file is untouched and the partial file removed.
+    case diskFull(path: String)
 
     public var description: String {
         switch self {
@@ -56,35 +60,67 @@ public enum HDF5Error: Error, CustomStringConvertible, Equatable {
             return "HDF5: \(function) failed on '\(object)'"
         case .ioFailed(let path, let operation, let code):
             return "I/O: \(operation) failed on '\(path)': \(String(cString: strerror(code))) (errno \(code))"
+        case .locked(let path, let lockFile, let waited):
+            let how = waited > 0 ? "after waiting \(String(format: "%g", waited)) s" : "(--wait-lock 0)"
+            return "\(path) is being written by another scalpel process (lock \(lockFile) held) \(how); "
+                + "try again when it has finished, or wait longer with --wait-lock SECONDS"
+        case .diskFull(let path):
+            return "no space left on the device while writing \(path); nothing was changed (the partial file was "
+                + "removed): free some space and run the command again"
         }
     }
 }
 
 // MARK: - Status checking
 
+extension HDF5Library {
+    /// True when the last failed HDF5 call checked by this module had `ENOSPC`/`EDQUOT` on HDF5's error stack
+    /// (the disk filled). Read with the library lock held or right after the failure on the same thread.
+    nonisolated(unsafe) static var lastFailureWasNoSpace = false
+
+    /// Records whether HDF5's current error stack reports a full disk (call right after a failed HDF5 call).
+    static func noteFailure() {
+        var full = false
+        let needles = [String(cString: strerror(ENOSPC)), String(cString: strerror(EDQUOT))]
+        withUnsafeMutablePointer(to: &full) { flag in
+            var context = (flag, needles)
+            withUnsafeMutablePointer(to: &context) { ctx in
+                _ = H5Ewalk2(h5Default, H5E_WALK_DOWNWARD, { _, err, data in
+                    guard let err, let data, let desc = err.pointee.desc else { return 0 }
+                    let c = data.assumingMemoryBound(to: (UnsafeMutablePointer<Bool>, [String]).self)
+                    let text = String(cString: desc)
+                    if c.pointee.1.contains(where: { text.contains($0) }) { c.pointee.0.pointee = true }
+                    return 0
+                }, ctx)
+            }
+        }
+        if full { lastFailureWasNoSpace = true }   // sticky: reset by AtomicFile before each write
+    }
+}
+
 /// Throws `.callFailed` when an `herr_t` status is negative.
 @inline(__always)
 func check(_ status: herr_t, _ function: String, _ object: @autoclosure () -> String) throws {
-    if status < 0 { throw HDF5Error.callFailed(function: function, object: object()) }
+    if status < 0 { HDF5Library.noteFailure(); throw HDF5Error.callFailed(function: function, object: object()) }
 }
 
 /// Throws `.callFailed` when an `htri_t` result is negative; returns it as a `Bool` otherwise.
 @inline(__always)
 func checkTri(_ value: htri_t, _ function: String, _ object: @autoclosure () -> String) throws -> Bool {
-    if value < 0 { throw HDF5Error.callFailed(function: function, object: object()) }
+    if value < 0 { HDF5Library.noteFailure(); throw HDF5Error.callFailed(function: function, object: object()) }
     return value > 0
 }
 
 /// Throws `.callFailed` when an identifier-returning call yields a negative id.
 @inline(__always)
 func checkID(_ id: hid_t, _ function: String, _ object: @autoclosure () -> String) throws -> hid_t {
-    if id < 0 { throw HDF5Error.callFailed(function: function, object: object()) }
+    if id < 0 { HDF5Library.noteFailure(); throw HDF5Error.callFailed(function: function, object: object()) }
     return id
 }
 
 /// Throws `.callFailed` when a size-returning call (`ssize_t`, `int`) yields a negative value.
 @inline(__always)
 func checkCount<I: BinaryInteger>(_ value: I, _ function: String, _ object: @autoclosure () -> String) throws -> Int {
-    if value < 0 { throw HDF5Error.callFailed(function: function, object: object()) }
+    if value < 0 { HDF5Library.noteFailure(); throw HDF5Error.callFailed(function: function, object: object()) }
     return Int(value)
 }

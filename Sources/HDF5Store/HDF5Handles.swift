@@ -15,7 +15,13 @@ enum HDF5Library {
 
     /// Runs once: initialises the library and turns off HDF5's automatic error-stack printing,
     /// so failures surface only as `HDF5Error` values.
+    ///
+    /// HDF5's exit handler is switched off (`H5dont_atexit`): after a write fails on a full disk, `H5Fclose` fails
+    /// and leaves a half-closed file behind, which the exit handler then dereferences (SIGSEGV after the error was
+    /// reported). Every file this module writes is closed explicitly, and only a successfully closed file is ever
+    /// renamed into place, so skipping the handler loses nothing.
     private static let initialized: Bool = {
+        _ = H5dont_atexit()
         _ = H5open()
         _ = H5Eset_auto2(h5Default, nil, nil)
         return true
@@ -47,7 +53,7 @@ final class H5Owned {
 
     /// Takes ownership of `id`; throws `.callFailed(function:object:)` when `id` is negative.
     init(_ id: hid_t, _ kind: Kind, function: String, object: @autoclosure () -> String) throws {
-        if id < 0 { throw HDF5Error.callFailed(function: function, object: object()) }
+        if id < 0 { HDF5Library.noteFailure(); throw HDF5Error.callFailed(function: function, object: object()) }
         self.id = id
         self.kind = kind
     }

@@ -7,7 +7,13 @@ import Hashing
 // the audit live in the Editing module (`EditLog`, `EditEntry`, `EditAuditor`); the canonical serialization that
 // `entry_sha256` covers is defined here, once, so both modules agree on it.
 //
-// Layout (see docs/formats.md):
+// Layout (see docs/formats.md): the log is the `/edits` group of the sidecar file `NAME.edits.h5` beside the store
+// `NAME.h5` (symlinks resolved) when that file exists, else the `/edits` group inside the store (stores written before
+// the sidecar, and new stores made by `edit --out`). Base weights, config and tokenizer in the store are immutable
+// after import; a commit only replaces the sidecar (temp file + fsync + rename), so it costs O(log) bytes.
+// A sidecar that carries over a store's internal log records that log's `log_sha256` as
+// `/edits@carried_over_log_sha256`; a store with an internal log whose sidecar does not carry it over (or a sidecar
+// that claims to carry over a log the store does not have) is refused (`LlamaError.storeCorrupt`), never guessed.
 // - `/edits` attributes `format = "scalpel-edit-log"`, `format_version`, `log_sha256` (see `StoredEditLog.computedLogSHA256`).
 // - `/edits/{id}` (ids `e0001`, `e0002`, … in order) attributes as listed in `EditLogSchema`, `entry_sha256`; float32
 //   1-D datasets `u` [cols], `lambda` [rows], `key`, `value`.
@@ -42,6 +48,16 @@ public enum EditLogSchema {
     public static let hashAttribute = "entry_sha256"
     /// Float32 1-D datasets of an entry.
     public static let datasets = ["u", "lambda", "key", "value"]
+    /// Root attribute `format` of a sidecar log file.
+    public static let sidecarFormat = "scalpel-edit-log-file"
+    /// `/edits` attribute of a sidecar: `log_sha256` of the store's internal log it carried over.
+    public static let carriedOverAttribute = "carried_over_log_sha256"
+
+    /// The sidecar log of the store at `storePath`: `DIR/NAME.edits.h5` beside the store's real path (`NAME.h5`).
+    public static func sidecarPath(forStore storePath: String) -> String {
+        let real = FileLock.resolve(storePath)
+        return (real as NSString).deletingPathExtension + ".edits.h5"
+    }
 
     /// `e0001` for 1. Numbers above 9999 get more digits (`e10000`); ids sort by their number.
     public static func id(number: Int) -> String {
@@ -169,6 +185,10 @@ public struct StoredEditLog: Equatable, Sendable {
     public var storedLogSHA256: String?
     /// Members of `/edits` that are not entry groups.
     public var strayMembers: [String]
+    /// The sidecar file holding the log (nil: the log is the store's own `/edits`, or there is none).
+    public var sidecarPath: String?
+    /// For a sidecar log: the `log_sha256` of the store's internal log it carried over (nil: the store had none).
+    public var carriedOverLogSHA256: String?
 
     public init(records: [EditLogRecord] = [], format: String? = nil, formatVersion: Int? = nil,
                 storedLogSHA256: String? = nil, strayMembers: [String] = []) {
@@ -227,8 +247,41 @@ public struct StoredEditLog: Equatable, Sendable {
 
 /// Reads the edit log and applies its active entries.
 public enum EditLogReader {
-    /// Reads `/edits` of an open store (an empty log when there is none).
+    /// Reads the log of an open store: its sidecar (`EditLogSchema.sidecarPath`) when present, else its own `/edits`
+    /// (an empty log when there is neither). Throws `storeCorrupt` when a sidecar exists that cannot be read or does
+    /// not agree with the store's internal log (see the layout notes above).
     public static func read(_ h5: HDF5File) throws -> StoredEditLog {
+        let own = try readGroup(h5)
+        let side = EditLogSchema.sidecarPath(forStore: h5.path)
+        guard FileManager.default.fileExists(atPath: side) else { return own }
+        let f: HDF5File
+        do { f = try HDF5File(openingForReading: side) } catch {
+            throw LlamaError.storeCorrupt(path: side, problem: "the store's sidecar edit log cannot be opened as HDF5 (\(error))")
+        }
+        defer { try? f.close() }
+        guard (try? f.root.stringAttribute("format")) == EditLogSchema.sidecarFormat, f.root.exists(EditLogSchema.groupName) else {
+            throw LlamaError.storeCorrupt(path: side, problem: "not a scalpel edit log (expected root format "
+                                          + "\(EditLogSchema.sidecarFormat) and an /edits group)")
+        }
+        var log = try readGroup(f)
+        let carried = try? f.root.group(EditLogSchema.groupName).stringAttribute(EditLogSchema.carriedOverAttribute)
+        let ownHash = own.isEmpty ? nil : (own.storedLogSHA256 ?? "missing")
+        guard carried == ownHash else {
+            let problem = ownHash == nil
+                ? "its sidecar log \(side) claims to carry over an internal log (log_sha256 \(carried!.prefix(16))…) the store does not have"
+                : "it has its own edit log (/edits, log_sha256 \(ownHash!.prefix(16))…) and a sidecar log \(side) that does not carry it over"
+                  + " (\(carried.map { "carried_over_log_sha256 \($0.prefix(16))…" } ?? "no carried_over_log_sha256"))"
+            throw LlamaError.storeCorrupt(path: h5.path, problem: problem + "; the store and its log do not belong together "
+                                          + "(one was replaced outside scalpel): restore the matching pair, or move the sidecar "
+                                          + "aside to use the store's own log")
+        }
+        log.sidecarPath = side
+        log.carriedOverLogSHA256 = carried
+        return log
+    }
+
+    /// Reads the `/edits` group of `h5` (an empty log when there is none).
+    static func readGroup(_ h5: HDF5File) throws -> StoredEditLog {
         let root = h5.root
         guard root.exists(EditLogSchema.groupName) else { return StoredEditLog() }
         do {

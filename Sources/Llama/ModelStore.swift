@@ -15,8 +15,9 @@ import Hashing
 ///   unknown_id (−1 = none), add_bos
 /// - `/weights/{gguf tensor name}`: float32, row-major [out, in] (vectors [n]), chunked, shuffle+deflate; attribute
 ///   `sha256` = SHA-256 of the float32 values (written at import, added at the first edit for older stores)
-/// - `/edits`: the edit log (see `EditLogReader.swift`). Edits never modify `/weights`; `ModelFile.open` applies the
-///   active entries to the base weights.
+/// - `/edits`: the edit log of stores written before the sidecar log and of new stores made by `edit --out`; the log
+///   of a store edited in place is the sidecar `NAME.edits.h5` (see `EditLogReader.swift`). Edits never modify
+///   `/weights`; `ModelFile.open` applies the active entries to the base weights.
 public enum ModelStore {
     public static let format = "scalpel-model"
     public static let formatVersion = 1
@@ -58,6 +59,7 @@ public enum ModelStore {
             try tg.setAttribute("pre", f["tokenizer.ggml.pre"]?.string ?? "default")
             try tg.setAttribute("bos_id", f["tokenizer.ggml.bos_token_id"]?.int ?? -1)
             try tg.setAttribute("eos_id", f["tokenizer.ggml.eos_token_id"]?.int ?? -1)
+            try removeSidecarLog(ofStore: out)   // a store imported over an old one must not inherit its edits
             try tg.setAttribute("unknown_id", f["tokenizer.ggml.unknown_token_id"]?.int ?? -1)
             try tg.setAttribute("add_bos", f["tokenizer.ggml.add_bos_token"]?.bool ?? false)
             try writeWeights(weights, to: try root.createGroup("weights"), progress: progress)
@@ -125,6 +127,7 @@ public enum ModelStore {
             try tg.setAttribute("pre", tokenizer.preName)
             try tg.setAttribute("bos_id", tokenizer.bosID ?? -1)
             try tg.setAttribute("eos_id", tokenizer.eosID ?? -1)
+            try removeSidecarLog(ofStore: out)
             try tg.setAttribute("unknown_id", tokenizer.unknownID ?? -1)
             try tg.setAttribute("add_bos", tokenizer.addBOS)
             try writeWeights(weights, to: try root.createGroup("weights"))
@@ -224,6 +227,14 @@ extension ModelFile {
 }
 
 extension ModelStore {
+    /// Removes the sidecar edit log of the store at `path` (called just before a new file replaces that store).
+    public static func removeSidecarLog(ofStore path: String) throws {
+        let side = EditLogSchema.sidecarPath(forStore: path)
+        if unlink(side) != 0 && errno != ENOENT {
+            throw HDF5Error.ioFailed(path: side, operation: "remove the replaced store's sidecar log", code: errno)
+        }
+    }
+
     /// Writes a store at `out` holding `model`'s current values of `changed` parameters and everything else from the
     /// store (or GGUF) it was opened from. Atomic: `out` appears complete or not at all.
     ///
@@ -238,18 +249,18 @@ extension ModelStore {
         try AtomicFile.write(to: out) { temp in
             try? fm.removeItem(atPath: temp)
             if isStore && outAbs != srcAbs {
-                try fm.copyItem(atPath: model.path, toPath: temp)
+                try AtomicFile.copy(from: model.path, to: temp)   // typed one-line errors (diskFull), not NSError dumps
             } else if isStore {
-                try fm.copyItem(atPath: srcAbs, toPath: temp)
+                try AtomicFile.copy(from: srcAbs, to: temp)
             } else {
                 let staged = temp + ".import"
                 defer { try? fm.removeItem(atPath: staged) }
                 try importGGUF(model.path, to: staged, toolVersion: toolVersion)
-                try fm.moveItem(atPath: staged, toPath: temp)
+                if rename(staged, temp) != 0 { throw HDF5Error.ioFailed(path: temp, operation: "rename", code: errno) }
             }
             let h5 = try HDF5File(openingForWriting: temp)
             let g = try h5.root.group("weights")
-            let baked = h5.root.exists(EditLogSchema.groupName)
+            let baked = h5.root.exists(EditLogSchema.groupName) || !model.appliedEdits.isEmpty
             if baked { try h5.root.delete(EditLogSchema.groupName) }
             // With a log, every applied edit changed some weight: rewrite all of them so the new base is the model.
             let params = baked ? LlamaParameter.all(model.config) : changed
@@ -262,6 +273,7 @@ extension ModelStore {
             }
             if let note { try h5.root.setAttribute("note", note) }
             try h5.close()
+            try removeSidecarLog(ofStore: out)   // the new base holds the edits; its log starts empty
         }
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Editing
+import HDF5Store
 import Llama
 
 /// `--model`, shared by every command that runs a model.
@@ -9,6 +10,19 @@ struct ModelOptions: ParsableArguments {
     var model: String?
 
     func open() throws -> ModelFile { try ModelFile.open(model) }
+}
+
+/// `--wait-lock`, shared by every command that changes a store's log or writes over a store.
+struct LockOptions: ParsableArguments {
+    @Option(help: "Seconds to wait while another scalpel process writes the same store (0: fail at once).")
+    var waitLock: Double = EditLog.defaultLockWait
+
+    func validate() throws {
+        guard waitLock.isFinite, waitLock >= 0 else { throw ValidationError("--wait-lock must be a number of seconds ≥ 0") }
+    }
+
+    /// Takes the write lock of `path` (see `EditLog.lock`), printing one line if it has to wait.
+    func lock(_ path: String) throws -> FileLock { try EditLog.lock(path, wait: waitLock, waiting: note) }
 }
 
 /// Writes a JSON value (dictionaries, arrays, strings, numbers) to standard output.

@@ -26,6 +26,7 @@ struct EditCommand: ParsableCommand {
     @Option(help: "Record the edits in this new .h5 store (a copy of the model's store, or the imported .gguf) instead of in place.")
     var out: String?
     @Flag(help: "Compute and report the edits without recording them.") var dryRun = false
+    @OptionGroup var lockOptions: LockOptions
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
@@ -34,8 +35,10 @@ struct EditCommand: ParsableCommand {
         let path = try model.model ?? ModelFile.defaultPath()
         let isStore = ["h5", "hdf5"].contains((path as NSString).pathExtension.lowercased())
         if !dryRun && !isStore && out == nil { throw EditingError.storeRequired(path: path) }
+        // The target's lock is held from reading its log (opening the model) to the last commit.
+        let lock = dryRun ? nil : try lockOptions.lock(out ?? path)
         let m = try ModelFile.open(path)
-        let writer = dryRun ? nil : try EditLogWriter(model: m, out: out, toolVersion: ScalpelVersion.string)
+        let writer = dryRun ? nil : try EditLogWriter(model: m, out: out, toolVersion: ScalpelVersion.string, lock: lock)
         if !json, !m.appliedEdits.isEmpty {
             note("\(path): effective model = base + \(m.appliedEdits.count) active edit\(m.appliedEdits.count == 1 ? "" : "s") (\(m.appliedEdits.joined(separator: ", ")))")
         }

@@ -23,12 +23,15 @@ struct ExportCommand: ParsableCommand {
     @Option(help: "Output format: gguf or safetensors.") var format: Format
     @Option(help: "Weight type: f32, f16 or bf16.") var dtype: ExportDType = .f32
     @Option(help: "The .gguf file or the safetensors folder to write.") var out: String
+    @OptionGroup var lockOptions: LockOptions
     @Flag(help: "Print JSON {format, dtype, path, tensors, seconds, bytes, files: [{path, bytes}]}.") var json = false
 
     func run() throws {
         if format == .gguf && (out as NSString).pathExtension.lowercased() != "gguf" {
             note("note: \(out) does not end in .gguf")
         }
+        let lock = try lockOptions.lock(out)   // one writer of the output at a time
+        defer { lock.release() }
         let m = try model.open()
         let result: ExportResult
         switch format {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Editing
 import Foundation
 import Llama
 
@@ -8,10 +9,13 @@ struct Import: ParsableCommand {
     @Argument(help: "The .gguf file.") var gguf: String
     @Option(help: "The .h5 store to write (default: beside the GGUF, same name).") var out: String?
     @Flag(help: "Print JSON {store, seconds, bytes}.") var json = false
+    @OptionGroup var lockOptions: LockOptions
 
     func run() throws {
         let target = out ?? ((gguf as NSString).deletingPathExtension + ".h5")
         let t0 = Date()
+        let lock = try lockOptions.lock(target)   // no edit of a store being replaced may run meanwhile
+        defer { lock.release() }
         try Import.importModel(gguf, to: target, quiet: json)
         let bytes = (try? FileManager.default.attributesOfItem(atPath: target)[.size] as? Int) ?? 0
         if json {

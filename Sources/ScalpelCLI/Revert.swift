@@ -12,9 +12,10 @@ struct RevertCommand: ParsableCommand {
             + "Nothing is subtracted: the effective model is recomputed from the base weights.")
     @Argument(help: "The edit's id (see `scalpel log`), e.g. e0002.") var id: String
     @OptionGroup var model: ModelOptions
+    @OptionGroup var lockOptions: LockOptions
     @Flag(help: "Print JSON.") var json = false
 
-    func run() throws { try changeStatus(id: id, to: "reverted", model: model, json: json) }
+    func run() throws { try changeStatus(id: id, to: "reverted", model: model, lock: lockOptions, json: json) }
 }
 
 struct ReapplyCommand: ParsableCommand {
@@ -23,14 +24,16 @@ struct ReapplyCommand: ParsableCommand {
         abstract: "Reapply a reverted edit (its recorded factors, in its place in the log's order).")
     @Argument(help: "The edit's id (see `scalpel log`), e.g. e0002.") var id: String
     @OptionGroup var model: ModelOptions
+    @OptionGroup var lockOptions: LockOptions
     @Flag(help: "Print JSON.") var json = false
 
-    func run() throws { try changeStatus(id: id, to: "active", model: model, json: json) }
+    func run() throws { try changeStatus(id: id, to: "active", model: model, lock: lockOptions, json: json) }
 }
 
-func changeStatus(id: String, to status: String, model: ModelOptions, json: Bool) throws {
+func changeStatus(id: String, to status: String, model: ModelOptions, lock: LockOptions, json: Bool) throws {
     let path = try model.model ?? ModelFile.defaultPath()
-    let r = try EditLog.setStatus(id, to: status, path: path, toolVersion: ScalpelVersion.string)
+    let r = try EditLog.setStatus(id, to: status, path: path, toolVersion: ScalpelVersion.string, wait: lock.waitLock,
+                                  waiting: note)
     let e = r.entry
     if json {
         return try printJSON(["store": path, "id": e.id, "status": e.status, "changed": r.changed, "parameter": e.parameter,

@@ -22,6 +22,7 @@ struct StatsCommand: ParsableCommand {
         @Option(help: "Use only this shard (i/n) of the corpus, for parallel jobs merged later, e.g. 0/4.") var shard: String?
         @Option(help: "Output file (default: beside the model). Existing layers in it are replaced.") var out: String?
         @Flag(help: "Print JSON.") var json = false
+        @OptionGroup var lockOptions: LockOptions
 
         func run() throws {
             let m = try model.open()
@@ -61,7 +62,7 @@ struct StatsCommand: ParsableCommand {
             bar.finish()
             let seconds = Date().timeIntervalSince(t0)
             let path = out ?? StatsStore.defaultPath(forModel: m.path)
-            try StatsStore.save(stats, to: path)
+            try StatsStore.save(stats, to: path, wait: lockOptions.waitLock, waiting: note)
             if json {
                 return try printJSON(["path": path, "layers": layers, "tokens": corpusData.tokenCount, "seconds": seconds,
                                       "tokens_per_second": Double(corpusData.tokenCount) / seconds,

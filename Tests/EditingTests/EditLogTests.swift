@@ -130,16 +130,36 @@ enum EditLogFixtures {
         return try EditLog.entries(path: store).last!
     }
 
-    /// Float32 values of a dataset, read with HDF5Store directly.
+    /// The file holding the store's log: its sidecar `NAME.edits.h5` when present, else the store itself.
+    static func logFile(_ store: String) -> String {
+        let side = (store as NSString).deletingPathExtension + ".edits.h5"
+        return FileManager.default.fileExists(atPath: side) ? side : store
+    }
+
+    /// Copies a store and its sidecar log (when it has one) to `destination`.
+    static func copyStore(_ source: String, to destination: String) throws {
+        try FileManager.default.copyItem(atPath: source, toPath: destination)
+        let side = (source as NSString).deletingPathExtension + ".edits.h5"
+        if FileManager.default.fileExists(atPath: side) {
+            try FileManager.default.copyItem(atPath: side, toPath: (destination as NSString).deletingPathExtension + ".edits.h5")
+        }
+    }
+
+    /// The file holding `name`: the log file for `edits/…`, else the store.
+    static func file(_ store: String, holding name: String) -> String {
+        name.hasPrefix("edits") || name.hasPrefix("/edits") ? logFile(store) : store
+    }
+
+    /// Float32 values of a dataset, read with HDF5Store directly (`edits/…` from the log file).
     static func dataset(_ store: String, _ name: String) throws -> [Float] {
-        let h5 = try HDF5File(openingForReading: store)
+        let h5 = try HDF5File(openingForReading: file(store, holding: name))
         defer { try? h5.close() }
         return try h5.root.dataset(name).read(as: Float.self)
     }
 
     /// Overwrites a dataset's values in place (simulating a change behind Scalpel's back).
     static func overwrite(_ store: String, _ name: String, _ values: [Float]) throws {
-        let h5 = try HDF5File(openingForWriting: store)
+        let h5 = try HDF5File(openingForWriting: file(store, holding: name))
         try h5.root.write(values, shape: try h5.root.datasetShape(name), to: name, options: HDF5WriteOptions(overwrite: true))
         try h5.close()
     }
@@ -353,8 +373,8 @@ final class EditLogTests: XCTestCase {
 
         // (1) An attribute.
         let a = dir + "/attr.h5"
-        try FileManager.default.copyItem(atPath: clean, toPath: a)
-        try HDF5File.updateAtomically(at: a) { try $0.root.group("edits/e0001").setAttribute("target_new", "berlin") }
+        try F.copyStore(clean, to: a)
+        try HDF5File.updateAtomically(at: F.logFile(a)) { try $0.root.group("edits/e0001").setAttribute("target_new", "berlin") }
         var report = try EditAuditor.audit(path: a)
         XCTAssertFalse(report.passed)
         XCTAssertTrue(report.problems.contains { $0.check == .entry && $0.id == "e0001" && $0.message.contains("entry_sha256") },
@@ -362,7 +382,7 @@ final class EditLogTests: XCTestCase {
         XCTAssertEqual(report.edits.map(\.entry), ["does not verify", "verified"])
         // (2) A factor value.
         let b = dir + "/factor.h5"
-        try FileManager.default.copyItem(atPath: clean, toPath: b)
+        try F.copyStore(clean, to: b)
         var u = try F.dataset(b, "edits/e0002/u")
         u[3] *= 1.001
         try F.overwrite(b, "edits/e0002/u", u)
@@ -371,8 +391,8 @@ final class EditLogTests: XCTestCase {
                       F.problems(report))
         // (3) A flipped status.
         let c = dir + "/status.h5"
-        try FileManager.default.copyItem(atPath: clean, toPath: c)
-        try HDF5File.updateAtomically(at: c) { try $0.root.group("edits/e0001").setAttribute("status", "reverted") }
+        try F.copyStore(clean, to: c)
+        try HDF5File.updateAtomically(at: F.logFile(c)) { try $0.root.group("edits/e0001").setAttribute("status", "reverted") }
         XCTAssertTrue(try EditAuditor.audit(path: c).problems.contains { $0.id == "e0001" })
 
         // A tampered log is never applied or modified.
@@ -381,11 +401,11 @@ final class EditLogTests: XCTestCase {
                 guard case let .storeCorrupt(_, problem)? = e as? LlamaError else { return XCTFail("\(e)") }
                 XCTAssertTrue(problem.contains("entry_sha256"), problem)
             }
-            let before = try SHA256.hex(fileAt: path)
+            let before = [try SHA256.hex(fileAt: path), try SHA256.hex(fileAt: F.logFile(path))]
             XCTAssertThrowsError(try EditLog.revert("e0002", path: path, toolVersion: "test")) { e in
                 guard case .editLogCorrupt? = e as? EditingError else { return XCTFail("\(e)") }
             }
-            XCTAssertEqual(try SHA256.hex(fileAt: path), before)
+            XCTAssertEqual([try SHA256.hex(fileAt: path), try SHA256.hex(fileAt: F.logFile(path))], before)
         }
     }
 
@@ -396,8 +416,8 @@ final class EditLogTests: XCTestCase {
         for s in 1...3 { try F.appendSynthetic(clean, layer: 0, seed: UInt64(s)) }
         for (victim, expect) in [("e0003", "log_sha256"), ("e0002", "missing from the log")] {
             let p = dir + "/\(victim).h5"
-            try FileManager.default.copyItem(atPath: clean, toPath: p)
-            try HDF5File.updateAtomically(at: p) { try $0.root.group("edits").delete(victim) }
+            try F.copyStore(clean, to: p)
+            try HDF5File.updateAtomically(at: F.logFile(p)) { try $0.root.group("edits").delete(victim) }
             let report = try EditAuditor.audit(path: p)
             XCTAssertTrue(report.problems.contains { $0.message.contains(expect) }, F.problems(report))
             XCTAssertThrowsError(try ModelFile.open(p))
@@ -531,13 +551,22 @@ final class EditLogTests: XCTestCase {
         try F.makeStore(store)
         try F.appendSynthetic(store, layer: 0, seed: 1)
         let m = try ModelFile.open(store)
-        let writer = try EditLogWriter(model: m, out: nil, toolVersion: "test")
+        // Changed between opening the model and taking the lock: the writer refuses at once.
+        try EditLog.revert("e0001", path: store, toolVersion: "test")  // another process
+        XCTAssertThrowsError(try EditLogWriter(model: m, out: nil, toolVersion: "test")) {
+            XCTAssertEqual($0 as? EditingError, .editLogChanged(path: store))
+        }
+        try EditLog.reapply("e0001", path: store, toolVersion: "test")
+        // Changed while the writer had released its lock: the commit refuses and writes nothing.
+        let m1 = try ModelFile.open(store)
+        let writer = try EditLogWriter(model: m1, out: nil, toolVersion: "test")
+        writer.finish()
         try EditLog.revert("e0001", path: store, toolVersion: "test")  // another process
         var e = try EditLog.entries(path: store)[0]
         e.id = writer.nextID; e.entrySHA256 = nil; e.status = "active"
-        let before = try SHA256.hex(fileAt: store)
+        let before = [try SHA256.hex(fileAt: store), try SHA256.hex(fileAt: F.logFile(store))]
         XCTAssertThrowsError(try writer.commit(e)) { XCTAssertEqual($0 as? EditingError, .editLogChanged(path: store)) }
-        XCTAssertEqual(try SHA256.hex(fileAt: store), before)
+        XCTAssertEqual([try SHA256.hex(fileAt: store), try SHA256.hex(fileAt: F.logFile(store))], before)
         // A writer for a new store copies the source store with its log, and leaves the source alone.
         let m2 = try ModelFile.open(store)
         let out = dir + "/copy.h5"
@@ -549,7 +578,7 @@ final class EditLogTests: XCTestCase {
         w.withUnsafeMutableBufferPointer { EditLogReader.applyRankOne(lambda: e.lambda, u: e.u, to: $0) }
         e.weightSHA256After = SHA256.hex(floats: w)
         try w2.commit(e)
-        XCTAssertEqual(try SHA256.hex(fileAt: store), before)
+        XCTAssertEqual([try SHA256.hex(fileAt: store), try SHA256.hex(fileAt: F.logFile(store))], before)
         XCTAssertEqual(try EditLog.read(path: out).records.map(\.groupName), ["e0001", "e0002"])
         XCTAssertEqual(try EditLog.read(path: out).activeIDs, ["e0002"])
         XCTAssertTrue(try EditAuditor.audit(path: out).passed)
