@@ -10,8 +10,8 @@ import Llama
 /// entry in its own `/edits` (one transaction: copy or import, then append); later in-place commits carry that log
 /// over into the sidecar. A failed first edit leaves no file behind.
 ///
-/// The writer holds the target store's lock (`EditLog.lock`) for its whole life: the CLI takes it before opening the
-/// model, so a second writer waits (or fails with `HDF5Error.locked`) instead of losing an entry. Each commit also
+/// Every commit runs under the target store's lock (`EditLog.lock`); `scalpel edit` takes it before opening the model
+/// and hands it to the writer, so a second writer waits (or fails with `HDF5Error.locked`) instead of losing an entry. Each commit also
 /// checks that the log is still the one the model was opened with (`ModelFile.editLogSHA256`): an entry records the
 /// matrix hashes and the active predecessors of the model it was computed on, so appending to a log that changed in
 /// between would record a false history (`EditingError.editLogChanged`).
@@ -33,8 +33,9 @@ public final class EditLogWriter {
     private let lockWait: Double
 
     /// A writer for edits of `model`. `out`: a new store to write (required when the model is not a store).
-    /// `lock`: the target store's lock (`EditLog.lock(out ?? model.path)`), taken before the model was opened; nil
-    /// takes it now, waiting up to `wait` seconds.
+    /// `lock`: the target store's lock (`EditLog.lock(out ?? model.path)`), taken before the model was opened and
+    /// held by the writer until `finish()` or its end (what `scalpel edit` does); nil: each commit takes the lock for
+    /// its own duration, waiting up to `wait` seconds.
     public init(model: ModelFile, out: String?, toolVersion: String, lock: FileLock? = nil,
                 wait: Double = EditLog.defaultLockWait) throws {
         let ext = (model.path as NSString).pathExtension.lowercased()
@@ -65,10 +66,8 @@ public final class EditLogWriter {
             guard lock.protectedPath == FileLock.resolve(path) else {
                 throw EditingError.invalidArgument(name: "lock", reason: "held for \(lock.protectedPath), not \(path)")
             }
-            self.lock = lock
-        } else {
-            self.lock = try EditLog.lock(path, wait: wait)
         }
+        self.lock = lock
         if isStore {
             let log = try EditLog.read(path: model.path)
             guard log.activeIDs == model.appliedEdits, (log.isEmpty ? nil : log.storedLogSHA256) == model.editLogSHA256 else {
@@ -87,8 +86,8 @@ public final class EditLogWriter {
     /// The id the next committed entry must have.
     public var nextID: String { EditLogSchema.id(number: nextNumber) }
 
-    /// Releases the store's lock (also done when the writer is freed). A later commit takes it again first (and
-    /// then finds the log changed if another writer committed meanwhile).
+    /// Releases the store's lock given at `init` (also done when the writer is freed). Later commits take the lock
+    /// for their own duration (and find the log changed if another writer committed meanwhile).
     public func finish() {
         lock?.release()
         lock = nil
@@ -100,7 +99,9 @@ public final class EditLogWriter {
         guard entry.id == nextID else {
             throw EditingError.invalidArgument(name: "entry id", reason: "\(entry.id), expected \(nextID)")
         }
-        if lock == nil { lock = try EditLog.lock(path, wait: lockWait) }
+        // Without a lock held since the model was opened, take one for this commit (released when it returns).
+        let held = try lock ?? EditLog.lock(path, wait: lockWait)
+        defer { withExtendedLifetime(held) {} }
         let record = entry.record
         let entryHash = record.computedSHA256()
         var logHash = ""

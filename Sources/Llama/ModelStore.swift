@@ -260,8 +260,9 @@ extension ModelStore {
             }
             let h5 = try HDF5File(openingForWriting: temp)
             let g = try h5.root.group("weights")
-            let baked = h5.root.exists(EditLogSchema.groupName) || !model.appliedEdits.isEmpty
-            if baked { try h5.root.delete(EditLogSchema.groupName) }
+            let internalLog = h5.root.exists(EditLogSchema.groupName)
+            if internalLog { try h5.root.delete(EditLogSchema.groupName) }
+            let baked = internalLog || !model.appliedEdits.isEmpty   // (the log may be in the source's sidecar)
             // With a log, every applied edit changed some weight: rewrite all of them so the new base is the model.
             let params = baked ? LlamaParameter.all(model.config) : changed
             for p in params {

@@ -17,7 +17,7 @@ final class ConcurrentWriterTests: XCTestCase {
         let args: [String]
         init(_ binary: String, _ args: [String]) throws {
             self.args = args
-            for f in [out, err] { FileManager.default.createFile(atPath: f, contents: nil) }
+            for f in [out, err] { _ = FileManager.default.createFile(atPath: f, contents: nil) }
             process.executableURL = URL(fileURLWithPath: binary)
             process.arguments = args
             process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
@@ -77,7 +77,7 @@ final class ConcurrentWriterTests: XCTestCase {
                 continue
             }
             if args[0] == "edit" {
-                let subject = try String(contentsOfFile: args[8], encoding: .utf8).components(separatedBy: "\"")[3]
+                let subject = try String(contentsOfFile: args[9], encoding: .utf8).components(separatedBy: "\"")[3]
                 editedSubjects.append(subject)
                 let line = try XCTUnwrap(r.stdout.components(separatedBy: "\n").first { $0.contains("logged as") }, r.stdout)
                 loggedIDs.append(String(line.split(separator: " ")[2]))

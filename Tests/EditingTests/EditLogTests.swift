@@ -525,6 +525,7 @@ final class EditLogTests: XCTestCase {
         b.lambda = negated; b.activeBefore = writer.activeIDs; b.metricsAfter = EditMetrics(); b.entrySHA256 = nil
         b.weightSHA256Before = before; b.weightSHA256After = ModelStore.weightSHA256(m.model.weights, .wDown(1))
         try writer.commit(b)
+        writer.finish()   // as the process that made the edit exits
 
         var report = try EditAuditor.audit(path: store)
         XCTAssertFalse(report.passed)
