@@ -1,6 +1,18 @@
+@_exported import enum Hashing.FileProblem
+import Hashing
+
 /// Everything that can go wrong reading or writing a GGUF file. Each case names the file and the problem.
 public enum GGUFError: Error, CustomStringConvertible, Equatable {
+    /// `fileNotFound` when the path does not exist, else `unreadable` with the reason.
+    public static func fileUnreadable(path: String, problem: FileProblem) -> GGUFError {
+        problem == .notFound ? .fileNotFound(path: path) : .unreadable(path: path, problem: problem)
+    }
+
     case fileNotFound(path: String)
+    /// The path exists but cannot be read (a directory, no permission, ...).
+    case unreadable(path: String, problem: FileProblem)
+    case duplicateKey(path: String, key: String)
+    case duplicateTensor(path: String, tensor: String)
     case badMagic(path: String, found: UInt32)
     case unsupportedVersion(path: String, version: UInt32)
     case truncated(path: String, what: String)
@@ -16,6 +28,12 @@ public enum GGUFError: Error, CustomStringConvertible, Equatable {
         switch self {
         case let .fileNotFound(path):
             return "\(path): no such file (hint: `scalpel fetch` downloads the default model)"
+        case let .unreadable(path, problem):
+            return "\(path): cannot read: \(problem)"
+        case let .duplicateKey(path, key):
+            return "\(path): metadata key \(key) appears more than once (corrupt or hand-edited file)"
+        case let .duplicateTensor(path, tensor):
+            return "\(path): tensor \(tensor) appears more than once in the tensor table (corrupt or hand-edited file)"
         case let .badMagic(path, found):
             return "\(path): not a GGUF file (magic 0x\(String(found, radix: 16)), expected 0x46554747 \"GGUF\")"
         case let .unsupportedVersion(path, version):

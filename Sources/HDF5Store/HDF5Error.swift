@@ -28,9 +28,13 @@ public enum HDF5Error: Error, CustomStringConvertible, Equatable {
     case callFailed(function: String, object: String)
     /// A file-system operation (outside HDF5) failed; `code` is the `errno` value.
     case ioFailed(path: String, operation: String, code: Int32)
+    /// The path exists but cannot be opened (a directory, permission denied, ...).
+    case unreadable(path: String, problem: String)
 
     public var description: String {
         switch self {
+        case .unreadable(let path, let problem):
+            return "\(path): cannot open: \(problem)"
         case .cannotOpen(let path):
             return "HDF5: cannot open '\(path)' (hint: check it exists, is readable, is an HDF5 file, "
                 + "and is not held open for writing by another process)"
