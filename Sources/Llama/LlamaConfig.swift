@@ -150,14 +150,14 @@ public enum LlamaError: Error, CustomStringConvertible, Equatable {
             return "\(path): architecture '\(arch)' is not Llama-family (supported: \(LlamaConfig.supportedArchitectures.sorted().joined(separator: ", ")))"
         case let .missingConfig(path, key): return "\(path): missing model setting \(key)"
         case let .invalidConfig(s): return "invalid model configuration: \(s)"
-        case let .invalidSetting(path, key, problem): return "\(path): model setting \(key) \(problem)"
+        case let .invalidSetting(path, key, problem): return "\(path): model setting \(GGUFError.printable(key)) \(problem)"
         case let .modelTooLarge(path, bytes, available):
             return "\(path): the model needs \(LlamaError.gb(bytes)) of float32 weights; this machine has \(LlamaError.gb(available)) of memory"
         case let .modelUnreadable(path, problem): return "\(path): cannot read: \(problem)"
         case let .checksumMismatch(path, expected, found):
             return "\(path): SHA-256 \(found) is not the default model's \(expected) (corrupted or modified; delete it and run `scalpel fetch`)"
         case let .missingWeight(path, t): return "\(path): weight \(t) is missing"
-        case let .unusedWeight(path, t): return "\(path): tensor \(t) is not used by the Llama architecture (unknown layout?)"
+        case let .unusedWeight(path, t): return "\(path): tensor \(GGUFError.printable(t)) is not used by the Llama architecture (unknown layout?)"
         case let .weightShape(t, e, f): return "weight \(t): expected shape \(e), found \(f)"
         case let .unsupportedModelFile(path): return "\(path): not a model file Scalpel reads (use .gguf, a Scalpel .h5, or a safetensors folder)"
         case let .modelNotFound(path):

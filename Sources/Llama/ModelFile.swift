@@ -93,13 +93,14 @@ public final class ModelFile {
     /// Opens a GGUF checkpoint.
     public static func openGGUF(_ path: String, hash: Bool = true) throws -> ModelFile {
         let f = try GGUFFile(path: path)
+        // Hash first: a corrupted default model is refused before its weights are decoded.
+        let sha = hash ? try SHA256.hex(fileAt: path) : ""
+        if hash { try verifyDefaultGGUF(path: path, size: f.fileSize, sha256: sha) }
         let config = try LlamaConfig(gguf: f)
         let weights = try LlamaWeights.load(config: config, from: f)
         let tokenizer = try Tokenizer(gguf: f)
         var quant: [String: Int] = [:]
         for t in f.tensors { quant[t.type.name, default: 0] += 1 }
-        let sha = hash ? try SHA256.hex(fileAt: path) : ""
-        if hash { try verifyDefaultGGUF(path: path, size: f.fileSize, sha256: sha) }
         let prov = ModelProvenance(sourceFile: (path as NSString).lastPathComponent, sourceSize: f.fileSize,
                                    sourceSHA256: sha, quantization: quant)
         return ModelFile(path: path, model: LlamaModel(weights: weights), tokenizer: tokenizer, provenance: prov,

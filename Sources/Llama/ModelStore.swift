@@ -27,13 +27,13 @@ public enum ModelStore {
     public static func importGGUF(_ ggufPath: String, to out: String, toolVersion: String,
                                   progress: ((Int, Int) -> Void)? = nil) throws {
         let f = try GGUFFile(path: ggufPath)
+        let sha = try SHA256.hex(fileAt: ggufPath)
+        try ModelFile.verifyDefaultGGUF(path: ggufPath, size: f.fileSize, sha256: sha)
         let config = try LlamaConfig(gguf: f)
         let weights = try LlamaWeights.load(config: config, from: f)
         _ = try Tokenizer(gguf: f)  // refuse to import a model whose tokenizer Scalpel cannot run
         var quant: [String: Int] = [:]
         for t in f.tensors { quant[t.type.name, default: 0] += 1 }
-        let sha = try SHA256.hex(fileAt: ggufPath)
-        try ModelFile.verifyDefaultGGUF(path: ggufPath, size: f.fileSize, sha256: sha)
         let prov = ModelProvenance(sourceFile: (ggufPath as NSString).lastPathComponent, sourceSize: f.fileSize,
                                    sourceSHA256: sha, quantization: quant)
         let meta = f.metadata.filter { !tokenizerArrays.contains($0.key) }
