@@ -1,4 +1,5 @@
 import Foundation
+import Hashing
 
 /// One tensor's entry in a GGUF file's tensor table.
 public struct GGUFTensorInfo: Sendable, Equatable {
@@ -9,8 +10,26 @@ public struct GGUFTensorInfo: Sendable, Equatable {
     public let type: GGMLType
     /// Offset of the data from the start of the data section.
     public let offset: Int
-    public var elementCount: Int { dims.reduce(1, *) }
-    public var byteCount: Int { type.byteCount(elements: elementCount) }
+    /// Product of `dims` (checked when the table is parsed: it cannot overflow).
+    public let elementCount: Int
+    /// Bytes of the (quantized) data.
+    public let byteCount: Int
+
+    /// A table entry; nil when the element or byte count overflows `Int` or is not a whole number of blocks.
+    public init?(name: String, dims: [Int], type: GGMLType, offset: Int) {
+        var n = 1
+        for d in dims {
+            guard d >= 0 else { return nil }
+            let (p, o) = n.multipliedReportingOverflow(by: d)
+            guard !o else { return nil }
+            n = p
+        }
+        guard n % type.blockSize == 0 else { return nil }
+        let (b, o) = (n / type.blockSize).multipliedReportingOverflow(by: type.typeSize)
+        guard !o else { return nil }
+        self.name = name; self.dims = dims; self.type = type; self.offset = offset
+        elementCount = n; byteCount = b
+    }
 }
 
 /// A memory-mapped GGUF file: header, metadata, tensor table and data section (versions 2 and 3).
@@ -29,11 +48,15 @@ public final class GGUFFile {
     private let metaIndex: [String: Int]
 
     /// Opens and parses `path`; tensor data stays on disk (mapped) until read.
+    ///
+    /// Everything a later reader relies on is checked here: counts and lengths fit the file, element and byte
+    /// counts do not overflow, every tensor lies inside the data section at an aligned offset, and no metadata key
+    /// or tensor name appears twice.
     public init(path: String) throws {
-        guard FileManager.default.fileExists(atPath: path) else { throw GGUFError.fileNotFound(path: path) }
+        if let problem = FileAccess.problem(path) { throw GGUFError.fileUnreadable(path: path, problem: problem) }
         let data: Data
         do { data = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) } catch {
-            throw GGUFError.fileNotFound(path: path)
+            throw GGUFError.fileUnreadable(path: path, problem: FileAccess.problem(path) ?? .other("\(error.localizedDescription)"))
         }
         self.path = path
         self.data = data
@@ -45,22 +68,24 @@ public final class GGUFFile {
         guard version == 2 || version == 3 else { throw GGUFError.unsupportedVersion(path: path, version: version) }
         let tensorCount = try r.count("tensor count")
         let kvCount = try r.count("metadata count")
-        var meta: [(String, GGUFValue)] = []
+        var meta: [(key: String, value: GGUFValue)] = []
+        var metaIndex: [String: Int] = [:]
         for i in 0..<kvCount {
             let key = try r.string("metadata key #\(i)")
             let tag = try r.u32("type of \(key)")
             guard let type = GGUFValueType(rawValue: tag) else {
                 throw GGUFError.invalidMetadata(path: path, key: key, problem: "unknown value type \(tag)")
             }
-            meta.append((key, try r.value(type, key: key)))
+            let value = try r.value(type, key: key)
+            guard metaIndex[key] == nil else { throw GGUFError.duplicateKey(path: path, key: key) }
+            metaIndex[key] = meta.count
+            meta.append((key, value))
         }
         metadata = meta
-        metaIndex = Dictionary(meta.enumerated().map { ($1.0, $0) }, uniquingKeysWith: { a, _ in a })
-        alignment = meta.first { $0.0 == "general.alignment" }?.1.int ?? 32
-        guard alignment > 0 else {
-            throw GGUFError.invalidMetadata(path: path, key: "general.alignment", problem: "must be positive")
-        }
+        self.metaIndex = metaIndex
+        alignment = try GGUFFile.alignment(meta.first { $0.key == "general.alignment" }?.value, path: path)
         var infos: [GGUFTensorInfo] = []
+        var index: [String: Int] = [:]
         for i in 0..<tensorCount {
             let name = try r.string("tensor #\(i) name")
             let nd = Int(try r.u32("dimensions of \(name)"))
@@ -74,19 +99,38 @@ public final class GGUFFile {
                 throw GGUFError.unsupportedQuantization(path: path, type: tag, tensor: name)
             }
             let offset = try r.count("offset of \(name)")
-            let info = GGUFTensorInfo(name: name, dims: dims, type: type, offset: offset)
-            guard info.elementCount % type.blockSize == 0 else {
+            guard let info = GGUFTensorInfo(name: name, dims: dims, type: type, offset: offset) else {
                 throw GGUFError.invalidMetadata(path: path, key: name,
-                                                problem: "\(info.elementCount) elements is not a whole number of \(type.name) blocks")
+                                                problem: "shape \(dims) is not a whole number of \(type.name) blocks or overflows")
             }
+            guard offset % alignment == 0 else {
+                throw GGUFError.invalidMetadata(path: path, key: name,
+                                                problem: "data offset \(offset) is not a multiple of the alignment \(alignment)")
+            }
+            guard index[name] == nil else { throw GGUFError.duplicateTensor(path: path, tensor: name) }
+            index[name] = infos.count
             infos.append(info)
         }
         tensors = infos
-        dataOffset = (r.offset + alignment - 1) / alignment * alignment
-        for t in infos where dataOffset + t.offset + t.byteCount > data.count {
+        self.index = index
+        let (padded, o) = r.offset.addingReportingOverflow(alignment - 1)
+        guard !o else { throw GGUFError.truncated(path: path, what: "data section") }
+        dataOffset = padded / alignment * alignment
+        // Every tensor must fit: dataOffset + offset + byteCount ≤ file size (both terms checked, no overflow).
+        for t in infos where dataOffset > data.count || t.offset > data.count - dataOffset
+            || t.byteCount > data.count - dataOffset - t.offset {
             throw GGUFError.tensorOutOfBounds(path: path, tensor: t.name)
         }
-        index = Dictionary(infos.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
+    }
+
+    /// `general.alignment`: absent means 32; else a power of two from 1 to 1 MiB.
+    static func alignment(_ v: GGUFValue?, path: String) throws -> Int {
+        guard let v else { return 32 }
+        guard let a = v.int, a > 0, a <= 1 << 20, a & (a - 1) == 0 else {
+            throw GGUFError.invalidMetadata(path: path, key: "general.alignment",
+                                            problem: "\(v.int.map(String.init) ?? "a non-integer value") is not a power of two from 1 to 1048576")
+        }
+        return a
     }
 
     /// The metadata value for `key`, if present.
@@ -122,78 +166,9 @@ public final class GGUFFile {
         guard out.count == info.elementCount else {
             throw GGUFError.wrongElementCount(tensor: info.name, expected: info.elementCount, found: out.count)
         }
+        guard info.elementCount > 0 else { return }
         try withRawBytes(of: info) { raw in
             try Dequantize.run(info.type, raw, count: info.elementCount, into: out.baseAddress!, tensor: info.name)
-        }
-    }
-}
-
-/// Little-endian cursor over the mapped file, turning short reads into `GGUFError.truncated`.
-struct ByteReader {
-    let data: Data
-    let path: String
-    var offset = 0
-
-    mutating func bytes(_ n: Int, _ what: String) throws -> Data {
-        guard n >= 0, offset + n <= data.count else { throw GGUFError.truncated(path: path, what: what) }
-        defer { offset += n }
-        return data[(data.startIndex + offset)..<(data.startIndex + offset + n)]
-    }
-
-    mutating func load<T: FixedWidthInteger>(_ type: T.Type, _ what: String) throws -> T {
-        let size = MemoryLayout<T>.size
-        guard offset + size <= data.count else { throw GGUFError.truncated(path: path, what: what) }
-        let v = data.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: T.self) }
-        offset += size
-        return T(littleEndian: v)
-    }
-
-    mutating func u32(_ what: String) throws -> UInt32 { try load(UInt32.self, what) }
-
-    /// A u64 count or size that must fit the file (guards against absurd lengths in corrupt headers).
-    mutating func count(_ what: String) throws -> Int {
-        let v = try load(UInt64.self, what)
-        guard v <= UInt64(Int32.max) * 64 else {
-            throw GGUFError.invalidMetadata(path: path, key: what, problem: "implausible value \(v)")
-        }
-        return Int(v)
-    }
-
-    mutating func string(_ what: String) throws -> String {
-        let n = try count("length of \(what)")
-        guard offset + n <= data.count else { throw GGUFError.truncated(path: path, what: what) }
-        let s = data.withUnsafeBytes { raw in
-            String(decoding: UnsafeRawBufferPointer(rebasing: raw[offset..<(offset + n)]), as: UTF8.self)
-        }
-        offset += n
-        return s
-    }
-
-    mutating func value(_ type: GGUFValueType, key: String) throws -> GGUFValue {
-        switch type {
-        case .uint8: return .uint8(try load(UInt8.self, key))
-        case .int8: return .int8(try load(Int8.self, key))
-        case .uint16: return .uint16(try load(UInt16.self, key))
-        case .int16: return .int16(try load(Int16.self, key))
-        case .uint32: return .uint32(try load(UInt32.self, key))
-        case .int32: return .int32(try load(Int32.self, key))
-        case .float32: return .float32(Float(bitPattern: try load(UInt32.self, key)))
-        case .bool: return .bool(try load(UInt8.self, key) != 0)
-        case .string: return .string(try string(key))
-        case .uint64: return .uint64(try load(UInt64.self, key))
-        case .int64: return .int64(try load(Int64.self, key))
-        case .float64: return .float64(Double(bitPattern: try load(UInt64.self, key)))
-        case .array:
-            let tag = try u32("element type of \(key)")
-            guard let et = GGUFValueType(rawValue: tag) else {
-                throw GGUFError.invalidMetadata(path: path, key: key, problem: "unknown array element type \(tag)")
-            }
-            let n = try count("length of \(key)")
-            guard n <= data.count - offset else { throw GGUFError.truncated(path: path, what: key) }
-            var items: [GGUFValue] = []
-            items.reserveCapacity(n)
-            for _ in 0..<n { items.append(try value(et, key: key)) }
-            return .array(et, items)
         }
     }
 }

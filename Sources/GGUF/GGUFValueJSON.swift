@@ -27,8 +27,8 @@ public enum GGUFMetadataJSON {
     static func object(_ v: GGUFValue) -> [String: Any] {
         func name(_ t: GGUFValueType) -> String { "\(t)" }
         switch v {
-        case let .array(t, items):
-            return ["type": "array", "element": name(t), "value": items.map { scalar($0) }]
+        case let .array(a):
+            return ["type": "array", "element": name(a.elementType), "value": a.values.map { scalar($0) }]
         default:
             return ["type": name(v.type), "value": scalar(v)]
         }
@@ -41,7 +41,7 @@ public enum GGUFMetadataJSON {
         case let .float32(f): return Double(f)
         case let .float64(f): return f
         case let .uint64(u): return NSNumber(value: u)
-        case let .array(t, items): return ["element": "\(t)", "value": items.map { scalar($0) }]
+        case let .array(a): return ["element": "\(a.elementType)", "value": a.values.map { scalar($0) }]
         default: return v.int ?? 0
         }
     }

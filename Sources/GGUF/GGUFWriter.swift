@@ -50,9 +50,9 @@ public struct GGUFWriter {
             case let .uint64(x): u64(x)
             case let .int64(x): u64(UInt64(bitPattern: x))
             case let .float64(x): u64(x.bitPattern)
-            case let .array(t, items):
-                u32(t.rawValue); u64(UInt64(items.count))
-                for item in items { value(item) }
+            case let .array(a):
+                u32(a.elementType.rawValue); u64(UInt64(a.count))
+                for i in 0..<a.count { value(a[i]) }
             }
         }
         var meta = metadata

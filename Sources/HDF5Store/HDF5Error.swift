@@ -32,9 +32,13 @@ public enum HDF5Error: Error, CustomStringConvertible, Equatable {
     case locked(path: String, lockFile: String, waited: Double)
     /// The disk (or quota) filled while writing `path`; the original file is untouched and the partial file removed.
     case diskFull(path: String)
+    /// The path exists but cannot be opened (a directory, permission denied, ...).
+    case unreadable(path: String, problem: String)
 
     public var description: String {
         switch self {
+        case .unreadable(let path, let problem):
+            return "\(path): cannot open: \(problem)"
         case .cannotOpen(let path):
             return "HDF5: cannot open '\(path)' (hint: check it exists, is readable, is an HDF5 file, "
                 + "and is not held open for writing by another process)"

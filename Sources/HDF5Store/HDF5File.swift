@@ -1,5 +1,6 @@
 import CHDF5
 import Foundation
+import Hashing
 
 /// An open HDF5 file.
 ///
@@ -53,6 +54,10 @@ public final class HDF5File {
     }
 
     private init(opening path: String, writable: Bool) throws {
+        // Say what is wrong with the path (a directory, no permission) rather than HDF5's generic failure.
+        if let problem = FileAccess.problem(path, writable: writable), problem != .notFound {
+            throw HDF5Error.unreadable(path: path, problem: "\(problem)")
+        }
         self.path = path
         self.isWritable = writable
         (handle, rootHandle) = try HDF5Library.sync {

@@ -1,3 +1,4 @@
+import Foundation
 import GGUF
 
 /// One named parameter of a Llama model. The only table of checkpoint tensor names in Scalpel lives here.
@@ -154,16 +155,19 @@ public final class LlamaWeights {
 
     /// Loads every parameter from `source`, verifying that each is present with the right shape and that
     /// the source holds no tensor the architecture does not use.
+    ///
+    /// Nothing is allocated until the configuration is valid (`LlamaConfig.validate`), the whole tensor table matches
+    /// the expected parameter list, and the float32 weights fit this machine's memory (`checkMemory`).
     public static func load(config c: LlamaConfig, from source: WeightSource) throws -> LlamaWeights {
-        let w = LlamaWeights(zeros: c)
+        try c.validate(path: source.sourcePath)
+        let params = LlamaParameter.all(c)
         var used = Set<String>()
-        for p in LlamaParameter.all(c) {
+        for p in params {
             let name = source.name(of: p)
             guard let shape = source.shape(of: name) else {
                 throw LlamaError.missingWeight(path: source.sourcePath, tensor: name)
             }
             guard shape == p.shape(c) else { throw LlamaError.weightShape(tensor: name, expected: p.shape(c), found: shape) }
-            try w.withParameter(p) { try source.read(name, into: $0) }
             used.insert(name)
         }
         for name in source.tensorNames where !used.contains(name) {
@@ -171,7 +175,20 @@ public final class LlamaWeights {
             if name.hasSuffix("rope_freqs.weight") { continue }
             throw LlamaError.unusedWeight(path: source.sourcePath, tensor: name)
         }
+        try checkMemory(c, path: source.sourcePath)
+        let w = LlamaWeights(zeros: c)
+        for p in params { try w.withParameter(p) { try source.read(source.name(of: p), into: $0) } }
         return w
+    }
+
+    /// Refuses a configuration whose float32 weights exceed the machine's physical memory (call after `validate`,
+    /// which bounds every factor so the product cannot overflow).
+    public static func checkMemory(_ c: LlamaConfig, path: String,
+                                   available: Int = Int(clamping: ProcessInfo.processInfo.physicalMemory)) throws {
+        let bytes = c.parameterCount.multipliedReportingOverflow(by: 4)
+        guard !bytes.overflow, bytes.partialValue <= available else {
+            throw LlamaError.modelTooLarge(path: path, bytes: bytes.overflow ? Int.max : bytes.partialValue, available: available)
+        }
     }
 }
 

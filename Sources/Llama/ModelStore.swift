@@ -28,13 +28,15 @@ public enum ModelStore {
     public static func importGGUF(_ ggufPath: String, to out: String, toolVersion: String,
                                   progress: ((Int, Int) -> Void)? = nil) throws {
         let f = try GGUFFile(path: ggufPath)
+        let sha = try SHA256.hex(fileAt: ggufPath)
+        try ModelFile.verifyDefaultGGUF(path: ggufPath, size: f.fileSize, sha256: sha)
         let config = try LlamaConfig(gguf: f)
         let weights = try LlamaWeights.load(config: config, from: f)
         _ = try Tokenizer(gguf: f)  // refuse to import a model whose tokenizer Scalpel cannot run
         var quant: [String: Int] = [:]
         for t in f.tensors { quant[t.type.name, default: 0] += 1 }
         let prov = ModelProvenance(sourceFile: (ggufPath as NSString).lastPathComponent, sourceSize: f.fileSize,
-                                   sourceSHA256: try SHA256.hex(fileAt: ggufPath), quantization: quant)
+                                   sourceSHA256: sha, quantization: quant)
         let meta = f.metadata.filter { !tokenizerArrays.contains($0.key) }
         try HDF5File.createAtomically(at: out) { h5 in
             let root = h5.root
@@ -148,13 +150,16 @@ public enum ModelStore {
         try readConfig(try h5.root.group("config"))
     }
 
+    /// Reads and validates `/config` (`LlamaConfig.validate`, named by its attributes).
     static func readConfig(_ g: HDF5Group) throws -> LlamaConfig {
-        LlamaConfig(layers: try g.intAttribute("layers"), dModel: try g.intAttribute("d_model"),
+        let c = LlamaConfig(layers: try g.intAttribute("layers"), dModel: try g.intAttribute("d_model"),
                     heads: try g.intAttribute("heads"), kvHeads: try g.intAttribute("kv_heads"),
                     headDim: try g.intAttribute("head_dim"), ffnDim: try g.intAttribute("ffn_dim"),
                     vocabSize: try g.intAttribute("vocab_size"), contextLength: try g.intAttribute("context_length"),
                     ropeBase: Float(try g.doubleAttribute("rope_base")), rmsEps: Float(try g.doubleAttribute("rms_eps")),
                     tiedEmbeddings: try g.boolAttribute("tied_embeddings"))
+        try c.validate(path: g.file.path) { "/config@\($0)" }
+        return c
     }
 
     /// Reads a store's configuration, tokenizer, provenance and GGUF metadata (not the weights).
@@ -182,17 +187,29 @@ public enum ModelStore {
     }
 
     /// Reads all weights of a store in one batched pass (compressed chunks decompressed on all cores).
+    /// Every dataset's presence and shape is checked, and the size against memory, before anything is allocated.
     static func readWeights(_ h5: HDF5File, config c: LlamaConfig) throws -> LlamaWeights {
-        let w = LlamaWeights(zeros: c)
+        try c.validate(path: h5.path) { "/config@\($0)" }
         let g = try h5.root.group("weights")
-        let expected = Set(LlamaParameter.all(c).map(\.ggufName))
+        let params = LlamaParameter.all(c)
+        let expected = Set(params.map(\.ggufName))
         for name in try g.memberNames() where !expected.contains(name) {
             throw LlamaError.unusedWeight(path: h5.path, tensor: "weights/\(name)")
         }
+        for p in params {
+            guard g.exists(p.ggufName), try g.kind(of: p.ggufName) == .dataset else {
+                throw LlamaError.missingWeight(path: h5.path, tensor: "weights/\(p.ggufName)")
+            }
+            let shape = try g.datasetShape(p.ggufName)
+            guard shape == p.shape(c) else {
+                throw LlamaError.weightShape(tensor: "weights/\(p.ggufName)", expected: p.shape(c), found: shape)
+            }
+        }
+        try LlamaWeights.checkMemory(c, path: h5.path)
+        let w = LlamaWeights(zeros: c)
         // Collect stable pointers into the weight arrays, then read everything in one batch.
         var requests: [HDF5ReadRequest<Float>] = []
-        for p in LlamaParameter.all(c) {
-            guard g.exists(p.ggufName) else { throw LlamaError.missingWeight(path: h5.path, tensor: "weights/\(p.ggufName)") }
+        for p in params {
             let buffer = w.withParameter(p) { $0 }  // storage outlives the request (owned by `w`, not resized)
             requests.append(HDF5ReadRequest(name: p.ggufName, buffer: buffer, expectedShape: p.shape(c)))
         }
