@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Editing
 import Llama
 
 struct Import: ParsableCommand {
@@ -7,10 +8,13 @@ struct Import: ParsableCommand {
         abstract: "Import a GGUF checkpoint into a Scalpel HDF5 model store (float32 weights, tokenizer, provenance).")
     @Argument(help: "The .gguf file.") var gguf: String
     @Option(help: "The .h5 store to write (default: beside the GGUF, same name).") var out: String?
+    @OptionGroup var force: ForceOption
     @Flag(help: "Print JSON {store, seconds, bytes}.") var json = false
 
     func run() throws {
-        let target = out ?? ((gguf as NSString).deletingPathExtension + ".h5")
+        // Never over the GGUF itself (even with --force), nor over an existing file without --force.
+        let given = out ?? ((gguf as NSString).deletingPathExtension + ".h5")
+        let target = try OutputPath(given, force: force.force, inputs: [InputPath(gguf)]).path
         let t0 = Date()
         try Import.importModel(gguf, to: target, quiet: json)
         let bytes = (try? FileManager.default.attributesOfItem(atPath: target)[.size] as? Int) ?? 0

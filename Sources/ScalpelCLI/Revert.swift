@@ -29,7 +29,8 @@ struct ReapplyCommand: ParsableCommand {
 }
 
 func changeStatus(id: String, to status: String, model: ModelOptions, json: Bool) throws {
-    let path = try model.model ?? ModelFile.defaultPath()
+    // A symbolic link is resolved: the status changes in its target, and the link stays a link.
+    let path = try model.input().path
     let r = try EditLog.setStatus(id, to: status, path: path, toolVersion: ScalpelVersion.string)
     let e = r.entry
     if json {
