@@ -16,7 +16,7 @@ struct EditCommand: ParsableCommand {
             """)
     @OptionGroup var model: ModelOptions
     @Argument(help: "Edit request files (JSON object, array or JSON Lines; CounterFact records accepted).")
-    var requests: [String]
+    var requests: [String] = []
     @Option(parsing: .unconditional, help: "The layer to edit, or auto (run locate on built-in facts).") var layer: String = "auto"
     @Option(help: "Key statistics file (default: beside the model, computed if missing); an existing file must hold the layer unless --corpus is given.")
     var stats: String?
