@@ -147,6 +147,17 @@ extension CLITests {
                           ["symbolic link", "does not exist"])
     }
 
+    /// An in-place edit through a symbolic link appends to the target's log; the link stays a link.
+    func testEditThroughASymlinkWritesTheTarget() throws {
+        let s = try tinyStore(), link = path("link.h5"), corpus = path("c.txt")
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: "S.h5")
+        try String(repeating: "the cat sat on the mat. a dog ran to the abc. ", count: 40).write(toFile: corpus, atomically: true, encoding: .utf8)
+        let r = try scalpel(["edit", "--model", link, "--layer", "0", "--corpus", corpus, "--steps", "2", try writeRequest()])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(X.isSymlink(link), "the link was replaced by a file")
+        XCTAssertEqual(try EditLog.entries(path: s).map(\.id), ["e0001"])
+    }
+
     // MARK: A broken log is reported
 
     func testLogReportsADeletedEntryGroup() throws {
