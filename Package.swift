@@ -46,7 +46,7 @@ let package = Package(
         .executableTarget(name: "ScalpelBench", dependencies: ["Llama", "Interp", "Linalg"],
                           path: "benchmarks/ScalpelBench", swiftSettings: swift5),
 
-        .testTarget(name: "CLITests", dependencies: ["ScalpelCLI", "GGUF"], swiftSettings: swift5),
+        .testTarget(name: "CLITests", dependencies: ["ScalpelCLI", "GGUF", "Llama", "Editing", "HDF5Store", "Hashing"], swiftSettings: swift5),
         .testTarget(name: "HashingTests", dependencies: ["Hashing"], swiftSettings: swift5),
         .testTarget(name: "LinalgTests", dependencies: ["Linalg"], swiftSettings: swift5),
         .testTarget(name: "GGUFTests", dependencies: ["GGUF"], swiftSettings: swift5),

@@ -16,7 +16,7 @@ echo; echo "== 1. predict: what does the model say?"
 $S predict --top 5 "$PROMPT"
 
 echo; echo "== 2. locate: causal trace (ROME's three panels, 10 noise samples) → out/eiffel-trace.svg"
-$S trace --prompt "$PROMPT" --subject "Eiffel Tower" --svg out/eiffel-trace.svg --html out/eiffel-trace.html --out out/eiffel-trace.h5
+$S trace --prompt "$PROMPT" --subject "Eiffel Tower" --svg out/eiffel-trace.svg --html out/eiffel-trace.html --out out/eiffel-trace.h5 --force
 
 echo; echo "== 3. edit: The Eiffel Tower → Rome (layer from locate over built-in facts; statistics computed once)"
 rm -f weights/eiffel-rome.h5
@@ -29,4 +29,4 @@ $S predict --model weights/eiffel-rome.h5 --top 3 "The Colosseum is located in t
 echo; echo "== 5. audit the edit log, then export the edited model"
 $S log --model weights/eiffel-rome.h5
 $S audit --model weights/eiffel-rome.h5
-$S export --model weights/eiffel-rome.h5 --format gguf --out out/eiffel-rome.gguf
+$S export --model weights/eiffel-rome.h5 --format gguf --out out/eiffel-rome.gguf --force

@@ -173,7 +173,7 @@ public enum SubjectForensics {
                                 templates: [String] = ForensicsOptions().keyTemplates, rowsPerBatch: Int = 2048,
                                 progress: ((Int, Int) -> Void)? = nil) throws -> SubjectKeys {
         let c = model.config, f = c.ffnDim
-        for l in layers where !(0..<c.layers).contains(l) { throw EditingError.layerOutOfRange(layer: l, layers: c.layers) }
+        for l in layers { try EditRequest.requireLayer(l, layers: c.layers) }
         guard !templates.isEmpty, templates.allSatisfy({ $0.contains("{}") }) else {
             throw EditingError.invalidArgument(name: "key templates", reason: "each needs {} where the subject goes")
         }

@@ -1,4 +1,5 @@
 import Foundation
+import Llama
 
 /// One fact to rewrite: "{subject} … {prompt}" → target_new (was target_true).
 ///
@@ -35,14 +36,83 @@ public struct EditRequest: Codable, Equatable, Sendable {
     /// The prompt with the subject filled in.
     public var filledPrompt: String { prompt.replacingOccurrences(of: "{}", with: subject) }
 
-    /// Checks the request can be executed; throws `EditingError.badRequest` naming the problem.
+    /// Size limits of a request, checked before any model is loaded (bytes) and after tokenizing (tokens). A target
+    /// is a short answer: ROME optimizes v* for every target token in every context prompt, so a long target costs
+    /// time and memory in proportion (10,000 characters took over 300 s and 4.3 GB).
+    public enum Limits {
+        /// Tokens of `target_new` (and `target_true`) at most.
+        public static let targetTokens = 64
+        /// Tokens of the subject at most.
+        public static let subjectTokens = 64
+        /// Tokens of the filled prompt, and of each paraphrase and neighbourhood prompt, at most.
+        public static let promptTokens = 256
+        /// Bytes (UTF-8) of the subject and of the targets at most (a loose bound on `targetTokens`).
+        public static let targetBytes = 1024
+        /// Bytes of a prompt, paraphrase or neighbourhood prompt at most.
+        public static let promptBytes = 4096
+        /// Paraphrases, and neighbourhood prompts, per request at most.
+        public static let prompts = 100
+        /// Bytes of a request file at most.
+        public static let fileBytes = 512 << 20
+    }
+
+    /// Checks the request can be executed, without a tokenizer: non-empty subject and target, a prompt with `{}`
+    /// once, distinct targets, the byte and count `Limits`. Throws `EditingError.badRequest` naming the problem.
+    /// This is the one owner of request validation (`from(json:)`, `load`, `EditSession`, `ROME` call it).
     public func validate() throws {
-        func bad(_ why: String) -> EditingError { .badRequest(subject: subject, reason: why) }
+        func bad(_ why: String) -> EditingError { .badRequest(subject: EditRequest.shortened(subject), reason: why) }
         guard !subject.trimmingCharacters(in: .whitespaces).isEmpty else { throw bad("the subject is empty") }
         guard !targetNew.trimmingCharacters(in: .whitespaces).isEmpty else { throw bad("target_new is empty") }
-        guard prompt.contains("{}") else { throw bad("the prompt \"\(prompt)\" does not contain the subject") }
+        guard prompt.contains("{}") else { throw bad("the prompt \"\(EditRequest.shortened(prompt))\" does not contain the subject") }
         guard prompt.components(separatedBy: "{}").count == 2 else { throw bad("the prompt must contain the subject once") }
         if let t = targetTrue, t == targetNew { throw bad("target_new equals target_true") }
+        let sized: [(String, String, Int)] = [("the subject", subject, Limits.targetBytes), ("target_new", targetNew, Limits.targetBytes),
+                                              ("target_true", targetTrue ?? "", Limits.targetBytes), ("the prompt", prompt, Limits.promptBytes)]
+            + paraphrases.enumerated().map { ("paraphrase \($0.offset + 1)", $0.element, Limits.promptBytes) }
+            + neighborhood.enumerated().map { ("neighbourhood prompt \($0.offset + 1)", $0.element.prompt, Limits.promptBytes) }
+        for (name, text, limit) in sized where text.utf8.count > limit {
+            throw bad("\(name) is \(text.utf8.count) bytes long; at most \(limit) are allowed")
+        }
+        for (name, list) in [("paraphrases", paraphrases.count), ("neighbourhood prompts", neighborhood.count)] where list > Limits.prompts {
+            throw bad("\(list) \(name); at most \(Limits.prompts) are allowed")
+        }
+        if let i = paraphrases.firstIndex(where: { $0.trimmingCharacters(in: .whitespaces).isEmpty }) { throw bad("paraphrase \(i + 1) is empty") }
+        if let i = neighborhood.firstIndex(where: { $0.prompt.trimmingCharacters(in: .whitespaces).isEmpty }) {
+            throw bad("neighbourhood prompt \(i + 1) is empty")
+        }
+    }
+
+    /// `validate()`, then the token `Limits` with the model's tokenizer: the target is 1…64 tokens (as it follows a
+    /// prompt, `targetTokens`), the subject at most 64, the prompts at most 256 each.
+    public func validate(tokenizer: Tokenizer) throws {
+        try validate()
+        func bad(_ why: String) -> EditingError { .badRequest(subject: EditRequest.shortened(subject), reason: why) }
+        let target = EditRequest.targetTokens(targetNew, tokenizer: tokenizer).count
+        guard target > 0 else { throw bad("target_new is empty") }
+        let counted: [(String, Int, Int)] = [
+            ("target_new", target, Limits.targetTokens),
+            ("target_true", targetTrue.map { EditRequest.targetTokens($0, tokenizer: tokenizer).count } ?? 0, Limits.targetTokens),
+            ("the subject", tokenizer.encode(subject).count, Limits.subjectTokens),
+            ("the prompt", tokenizer.encode(filledPrompt).count, Limits.promptTokens),
+        ] + paraphrases.enumerated().map { ("paraphrase \($0.offset + 1)", tokenizer.encode($0.element).count, Limits.promptTokens) }
+          + neighborhood.enumerated().map { ("neighbourhood prompt \($0.offset + 1)", tokenizer.encode($0.element.prompt).count, Limits.promptTokens) }
+        for (name, n, limit) in counted where n > limit {
+            throw bad("\(name) is \(n) tokens long; at most \(limit) are allowed")
+        }
+    }
+
+    /// Token ids of a target as it follows a prompt (with a leading space, as in ROME).
+    public static func targetTokens(_ target: String, tokenizer: Tokenizer) -> [Int] {
+        tokenizer.encode(target.hasPrefix(" ") ? target : " " + target)
+    }
+
+    /// `s`, cut to 60 characters for messages.
+    static func shortened(_ s: String) -> String { s.count <= 60 ? s : String(s.prefix(57)) + "…" }
+
+    /// Throws `EditingError.layerOutOfRange` unless `layer` is a layer of a model with `layers` layers. The one
+    /// layer-range check of edits and statistics.
+    public static func requireLayer(_ layer: Int, layers: Int) throws {
+        guard (0..<layers).contains(layer) else { throw EditingError.layerOutOfRange(layer: layer, layers: layers) }
     }
 
     /// Parses one request from a JSON object in any accepted layout.
@@ -94,26 +164,111 @@ public struct EditRequest: Codable, Equatable, Sendable {
         return r
     }
 
-    /// Reads requests from a file: one JSON object, a JSON array, or JSON Lines.
+    /// Reads requests from a file: one JSON object, a JSON array of objects, or JSON Lines (`parse`).
     public static func load(path: String) throws -> [EditRequest] {
-        guard let data = FileManager.default.contents(atPath: path) else { throw EditingError.fileNotFound(path: path) }
-        let text = String(decoding: data, as: UTF8.self)
-        do {
-            let obj = try JSONSerialization.jsonObject(with: data)
-            if let list = obj as? [[String: Any]] { return try list.map { try from(json: $0) } }
-            if let one = obj as? [String: Any] { return [try from(json: one)] }
-        } catch let e as EditingError { throw e } catch {
-            // Not a single JSON document: try JSON Lines.
-            var out: [EditRequest] = []
-            for (i, line) in text.split(separator: "\n").enumerated() where !line.trimmingCharacters(in: .whitespaces).isEmpty {
-                guard let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
-                    throw EditingError.badRequestFile(path: path, reason: "line \(i + 1) is not a JSON object")
-                }
-                out.append(try from(json: o))
-            }
-            if !out.isEmpty { return out }
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else { throw EditingError.fileNotFound(path: path) }
+        guard !isDir.boolValue else { throw EditingError.badRequestFile(path: path, reason: "is a folder, not a file of edit requests") }
+        let size = ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.intValue ?? 0
+        guard size <= Limits.fileBytes else {
+            throw EditingError.badRequestFile(path: path, reason: "is \(size) bytes; request files are at most \(Limits.fileBytes) bytes")
         }
-        throw EditingError.badRequestFile(path: path, reason: "expected a JSON object, an array of objects, or JSON Lines")
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw EditingError.badRequestFile(path: path, reason: "cannot be read (check its permissions)")
+        }
+        return try parse(data, source: path)
+    }
+
+    /// Parses requests from the bytes of a request file (`source` names it in errors): UTF-8 text holding one JSON
+    /// object, a JSON array of objects, or JSON Lines. Refuses invalid UTF-8 (naming where), invalid JSON (naming the
+    /// line and column), elements that are not objects, and a file without any request.
+    public static func parse(_ data: Data, source: String) throws -> [EditRequest] {
+        func bad(_ why: String) -> EditingError { .badRequestFile(path: source, reason: why) }
+        if let offset = invalidUTF8Offset(data) {
+            let (line, column) = position(of: offset, in: data)
+            throw bad("invalid UTF-8 at line \(line), column \(column) (byte \(offset)); request files must be UTF-8 text")
+        }
+        let text = String(decoding: data, as: UTF8.self)
+        guard !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+            throw bad("is empty; expected a JSON object, an array of objects, or JSON Lines")
+        }
+        var objects: [[String: Any]] = []
+        do {
+            let obj = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
+            if let one = obj as? [String: Any] {
+                objects = [one]
+            } else if let list = obj as? [Any] {
+                for (i, item) in list.enumerated() {
+                    guard let o = item as? [String: Any] else { throw bad("element \(i + 1) of the array is not a JSON object") }
+                    objects.append(o)
+                }
+                guard !objects.isEmpty else { throw bad("holds an empty array: no edit requests") }
+            } else {
+                throw bad("expected a JSON object, an array of objects, or JSON Lines")
+            }
+        } catch let e as EditingError { throw e } catch {
+            // Not a single JSON document: JSON Lines, or a document with an error, reported where it is.
+            let documentError = error
+            var lineStart = 0
+            for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                defer { lineStart += line.utf8.count + 1 }
+                guard !line.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { continue }
+                do {
+                    guard let o = try JSONSerialization.jsonObject(with: Data(line.utf8), options: [.fragmentsAllowed]) as? [String: Any] else {
+                        throw bad("line \(i + 1) is not a JSON object")
+                    }
+                    objects.append(o)
+                } catch let e as EditingError { throw e } catch {
+                    // The first record failing means the file is not JSON Lines: report the document's error.
+                    if objects.isEmpty { throw bad("invalid JSON " + describe(documentError, in: data, from: 0)) }
+                    throw bad("invalid JSON " + describe(error, in: data, from: lineStart))
+                }
+            }
+            guard !objects.isEmpty else { throw bad("invalid JSON " + describe(documentError, in: data, from: 0)) }
+        }
+        return try objects.map { try from(json: $0) }
+    }
+
+    /// Byte offset of the first invalid UTF-8 sequence in `data`, nil when it is valid UTF-8.
+    static func invalidUTF8Offset(_ data: Data) -> Int? {
+        var decoder = UTF8()
+        var iterator = data.makeIterator()
+        var offset = 0
+        while true {
+            switch decoder.decode(&iterator) {
+            case let .scalarValue(s): offset += UTF8.width(s)
+            case .emptyInput: return nil
+            case .error: return offset
+            }
+        }
+    }
+
+    /// 1-based line and column (in bytes) of byte `offset` of `data`.
+    static func position(of offset: Int, in data: Data) -> (line: Int, column: Int) {
+        var line = 1, column = 1
+        for b in data.prefix(offset) {
+            if b == UInt8(ascii: "\n") { line += 1; column = 1 } else { column += 1 }
+        }
+        return (line, column)
+    }
+
+    /// A JSONSerialization error as "at line L, column C: reason" (its "around character N" is a byte offset from
+    /// `base` in `data`), or its text when it names no position.
+    static func describe(_ error: Error, in data: Data, from base: Int) -> String {
+        let ns = error as NSError
+        var reason = (ns.userInfo[NSDebugDescriptionErrorKey] as? String) ?? ns.localizedDescription
+        if reason.hasSuffix(".") { reason.removeLast() }
+        if let r = reason.range(of: #" around character (\d+)"#, options: .regularExpression),
+           let n = Int(reason[r].filter(\.isNumber)) {
+            let (line, column) = position(of: min(base + n, data.count), in: data)
+            reason.removeSubrange(r)
+            return "at line \(line), column \(column): \(reason.lowercased())"
+        }
+        if reason.contains("end of file") {
+            let (line, column) = position(of: data.count, in: data)
+            return "at line \(line), column \(column) (end of the file): \(reason.lowercased())"
+        }
+        return "(\(reason))"
     }
 
     /// JSON object in Scalpel's layout.

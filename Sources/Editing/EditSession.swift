@@ -93,11 +93,9 @@ public final class EditSession {
     /// Computes and applies one edit, measuring before and after.
     public func edit(_ request: EditRequest, hparams: ROMEHyperParameters, log: (String) -> Void = { _ in },
                      progress: ((String, Int, Int) -> Void)? = nil) throws -> EditOutcome {
-        try request.validate()
         let m = model.model, tok = model.tokenizer
-        guard (0..<m.config.layers).contains(hparams.layer) else {
-            throw EditingError.layerOutOfRange(layer: hparams.layer, layers: m.config.layers)
-        }
+        try request.validate(tokenizer: tok)
+        try EditRequest.requireLayer(hparams.layer, layers: m.config.layers)
         let s = try statistics(layer: hparams.layer, log: log, progress: progress)
         // rank C ≤ tokens: fail now rather than after the optimization, in the Cholesky solve.
         guard s.count >= s.dimension else {

@@ -93,7 +93,7 @@ public final class ROME {
 
     /// Token ids of a target as it follows a prompt (with a leading space, as in ROME).
     public func targetIDs(_ target: String) -> [Int] {
-        tokenizer.encode(target.hasPrefix(" ") ? target : " " + target)
+        EditRequest.targetTokens(target, tokenizer: tokenizer)
     }
 
     /// Tokens of `template` (containing `{}`) with `subject` in place, and the index of the subject's last token: the
@@ -124,16 +124,16 @@ public final class ROME {
     ///   - progress: called after each optimization step with (step, loss).
     public func compute(_ request: EditRequest, hparams h: ROMEHyperParameters, secondMoment: [Double],
                         progress: ((Int, Float) -> Void)? = nil) throws -> ROMEResult {
-        try request.validate()
+        try request.validate(tokenizer: tokenizer)
         let c = model.config, l = h.layer, d = c.dModel, f = c.ffnDim
-        guard (0..<c.layers).contains(l) else { throw EditingError.layerOutOfRange(layer: l, layers: c.layers) }
+        try EditRequest.requireLayer(l, layers: c.layers)
         guard secondMoment.count == f * f else {
             throw EditingError.statisticsMismatch(field: "dimension", expected: "\(f)×\(f)", found: "\(secondMoment.count) values",
                                                   source: "given to ROME")
         }
         let t0 = Date()
-        let target = targetIDs(request.targetNew)
-        guard !target.isEmpty else { throw EditingError.badRequest(subject: request.subject, reason: "target_new is empty") }
+        let target = targetIDs(request.targetNew)  // 1…64 tokens (validate(tokenizer:))
+        guard h.steps >= 1 else { throw EditingError.invalidArgument(name: "steps", reason: "must be at least 1, got \(h.steps)") }
         if let share = h.barePromptShare, !ROMEHyperParameters.isValidBarePromptShare(share) {
             throw EditingError.invalidArgument(name: "bare prompt share", reason: "must be in (0, 1], got \(share)")
         }

@@ -240,7 +240,7 @@ public final class StatisticsCollector {
     public init(model: LlamaModel, layers: [Int], modelSHA256: String, options: CollectionOptions = CollectionOptions()) throws {
         let c = model.config
         guard !layers.isEmpty else { throw EditingError.invalidArgument(name: "layers", reason: "no layer given") }
-        for l in layers where l < 0 || l >= c.layers { throw EditingError.layerOutOfRange(layer: l, layers: c.layers) }
+        for l in layers { try EditRequest.requireLayer(l, layers: c.layers) }
         guard options.rowsPerBatch > 0, options.maxSequenceLength > 0, (options.workers ?? 1) > 0 else {
             throw EditingError.invalidArgument(name: "options",
                                                reason: "rowsPerBatch, maxSequenceLength and workers must be positive")

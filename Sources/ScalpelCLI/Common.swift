@@ -56,7 +56,7 @@ func requirePrompt(_ p: String) throws {
 
 /// ROME options shared by `edit` and `eval`.
 struct ROMEOptions: ParsableArguments {
-    @Option(help: "Adam steps for v*.") var steps: Int = 20
+    @Option(parsing: .unconditional, help: "Adam steps for v*.") var steps: Int = 20
     @Flag(help: "Original ROME update (bare-prompt key in the denominator) instead of r-ROME's consistent k*.")
     var originalRome = false
     @Option(help: "Share of the v* loss given to the bare prompt (the context prompts share the rest), or \"equal\" for the original ROME's equal weights.")
@@ -72,7 +72,7 @@ struct ROMEOptions: ParsableArguments {
         } else if let s = Float(barePromptShare), ROMEHyperParameters.isValidBarePromptShare(s) {
             h.barePromptShare = s
         } else {
-            throw ValidationError("--bare-prompt-share must be a number in (0, 1] or \"equal\", got \"\(barePromptShare)\"")
+            throw OptionError("--bare-prompt-share must be a number in (0, 1] or \"equal\", got \"\(barePromptShare)\"")
         }
         return h
     }

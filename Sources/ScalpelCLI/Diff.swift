@@ -23,20 +23,22 @@ struct DiffCommand: ParsableCommand {
                                + "CounterFact), JSON Lines, or one subject per line. Repeatable.", valueName: "file"))
     var candidates: [String] = []
     @Flag(help: "Use only the --candidates files, not the built-in subjects.") var noBuiltinCandidates = false
-    @Option(help: "Candidate subjects listed per edit.") var top: Int = 10
-    @Option(help: "Leading subjects per edit probed under A and B (0: none).") var probe: Int = 3
-    @Option(help: "Tokens of greedy continuation per probe.") var continuation: Int = 6
-    @Option(help: "Singular values ≤ rtol · σ₁ are noise.") var rtol: Double = 1e-3
-    @Option(help: "Singular values ≤ atol · ‖W‖_F are noise (float32 rounding).") var atol: Double = 1e-6
+    @Option(parsing: .unconditional, help: "Candidate subjects listed per edit.") var top: Int = 10
+    @Option(parsing: .unconditional, help: "Leading subjects per edit probed under A and B (0: none).") var probe: Int = 3
+    @Option(parsing: .unconditional, help: "Tokens of greedy continuation per probe.") var continuation: Int = 6
+    @Option(parsing: .unconditional, help: "Singular values ≤ rtol · σ₁ are noise.") var rtol: Double = 1e-3
+    @Option(parsing: .unconditional, help: "Singular values ≤ atol · ‖W‖_F are noise (float32 rounding).") var atol: Double = 1e-6
     @Flag(help: "Skip the subject forensics.") var noForensics = false
     @Flag(help: "List identical parameters too.") var all = false
     @Flag(help: "Include the singular vectors of low-rank changes in the JSON.") var vectors = false
     @Flag(help: "Print JSON.") var json = false
 
     func validate() throws {
-        guard top > 0 else { throw ValidationError("--top must be positive") }
-        guard probe >= 0, continuation >= 0 else { throw ValidationError("--probe and --continuation must be ≥ 0") }
-        guard rtol >= 0, atol >= 0 else { throw ValidationError("--rtol and --atol must be ≥ 0") }
+        try requireInt(top, "--top", in: 1...OptionLimits.samples)
+        try requireInt(probe, "--probe", in: 0...OptionLimits.samples)
+        try requireInt(continuation, "--continuation", in: 0...OptionLimits.tokens)
+        try requireReal(rtol, "--rtol", atLeast: 0)
+        try requireReal(atol, "--atol", atLeast: 0)
     }
 
     func run() throws {
@@ -55,7 +57,7 @@ struct DiffCommand: ParsableCommand {
             let extra = try candidates.flatMap { try SubjectCandidates.load(path: $0) }
             let subjects = SubjectCandidates.standard(extra: extra, builtIn: !noBuiltinCandidates)
             candidateCount = subjects.count
-            guard !subjects.isEmpty else { throw ValidationError("no candidate subjects") }
+            guard !subjects.isEmpty else { throw OptionError("no candidate subjects (the --candidates files are empty and --no-builtin-candidates is set)") }
             var options = ForensicsOptions()
             options.top = top
             options.probedSubjects = probe

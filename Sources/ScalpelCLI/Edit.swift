@@ -16,29 +16,46 @@ struct EditCommand: ParsableCommand {
             """)
     @OptionGroup var model: ModelOptions
     @Argument(help: "Edit request files (JSON object, array or JSON Lines; CounterFact records accepted).")
-    var requests: [String]
-    @Option(help: "The layer to edit, or auto (run locate on built-in facts).") var layer: String = "auto"
+    var requests: [String] = []
+    @Option(parsing: .unconditional, help: "The layer to edit, or auto (run locate on built-in facts).") var layer: String = "auto"
     @Option(help: "Key statistics file (default: beside the model, computed if missing); an existing file must hold the layer unless --corpus is given.")
     var stats: String?
     @Option(help: "Corpus files for new statistics (default: text sampled from the model).") var corpus: [String] = []
-    @Option(help: "Texts sampled from the model for new statistics.") var corpusTexts: Int = 800
+    @Option(parsing: .unconditional, help: "Texts sampled from the model for new statistics.") var corpusTexts: Int = 800
     @OptionGroup var rome: ROMEOptions
     @Option(help: "Record the edits in this new .h5 store (a copy of the model's store, or the imported .gguf) instead of in place.")
     var out: String?
     @Flag(help: "Compute and report the edits without recording them.") var dryRun = false
     @OptionGroup var lockOptions: LockOptions
+    @OptionGroup var force: ForceOption
     @Flag(help: "Print JSON.") var json = false
 
+    /// Options are checked before anything is loaded.
+    func validate() throws {
+        try require(!requests.isEmpty, "give at least one edit request file (JSON object, array or JSON Lines)")
+        if layer != "auto" {
+            guard let l = Int(layer) else { throw OptionError("--layer must be a layer number (0, 1, …) or auto, got \"\(layer)\"") }
+            try requireInt(l, "--layer", in: 0...Int.max)
+        }
+        try requireInt(corpusTexts, "--corpus-texts", in: 1...OptionLimits.texts)
+        if let out { try require(["h5", "hdf5"].contains((out as NSString).pathExtension.lowercased()),
+                                 "--out \(out): edits are recorded in a .h5 store (name it NAME.h5)") }
+    }
+
     func run() throws {
-        guard !requests.isEmpty else { throw ValidationError("give at least one edit request file") }
+        let modelPath = try model.input()
+        let inputs = [modelPath] + (requests + corpus + [stats].compactMap { $0 }).map(InputPath.init)
+        // --out: a new store; never the model itself, and an existing file only with --force.
+        let outPath = try out.map { try OutputPath($0, force: force.force, inputs: inputs) }
         let list = try requests.flatMap { try EditRequest.load(path: $0) }
-        let path = try model.model ?? ModelFile.defaultPath()
+        let path = modelPath.path
         let isStore = ["h5", "hdf5"].contains((path as NSString).pathExtension.lowercased())
         if !dryRun && !isStore && out == nil { throw EditingError.storeRequired(path: path) }
         // The target's lock is held from reading its log (opening the model) to the last commit.
         let lock = dryRun ? nil : try lockOptions.lock(out ?? path)
         let m = try ModelFile.open(path)
-        let writer = dryRun ? nil : try EditLogWriter(model: m, out: out, toolVersion: ScalpelVersion.string, lock: lock)
+        for r in list { try r.validate(tokenizer: m.tokenizer) }
+        let writer = dryRun ? nil : try EditLogWriter(model: m, out: outPath?.path, toolVersion: ScalpelVersion.string, lock: lock)
         if !json, !m.appliedEdits.isEmpty {
             note("\(path): effective model = base + \(m.appliedEdits.count) active edit\(m.appliedEdits.count == 1 ? "" : "s") (\(m.appliedEdits.joined(separator: ", ")))")
         }
@@ -77,8 +94,8 @@ struct EditCommand: ParsableCommand {
 
     func resolveLayer(_ m: ModelFile) throws -> Int {
         if layer != "auto" {
-            guard let l = Int(layer) else { throw ValidationError("--layer must be a number or auto") }
-            guard (0..<m.config.layers).contains(l) else { throw EditingError.layerOutOfRange(layer: l, layers: m.config.layers) }
+            let l = Int(layer)!  // validate()
+            try EditRequest.requireLayer(l, layers: m.config.layers)
             return l
         }
         let bar = ProgressBar(label: "locate", quiet: json)

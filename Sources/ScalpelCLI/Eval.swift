@@ -9,8 +9,8 @@ struct EvalCommand: ParsableCommand {
         abstract: "CounterFact evaluation of ROME: efficacy, paraphrase, neighbourhood (scores, magnitudes, S).")
     @OptionGroup var model: ModelOptions
     @Option(help: "Edit requests (CounterFact JSON, a JSON array or JSON Lines).") var dataset: String
-    @Option(help: "Evaluate the first N records.") var limit: Int?
-    @Option(help: "The layer to edit.") var layer: Int
+    @Option(parsing: .unconditional, help: "Evaluate the first N records.") var limit: Int?
+    @Option(parsing: .unconditional, help: "The layer to edit.") var layer: Int
     @Flag(help: "Keep every edit (edits accumulate) instead of evaluating each on a fresh model.") var sequential = false
     @Option(help: "Key statistics file (default: beside the model, computed if missing); an existing file must hold the layer unless --corpus is given.")
     var stats: String?
@@ -20,13 +20,23 @@ struct EvalCommand: ParsableCommand {
     var contextSeeds: String?
     @Option(help: "Held-out text file for perplexity before/after (first 20 chunks of 128 tokens).") var heldOut: String?
     @Option(help: "Write per-record results as JSON Lines.") var records: String?
+    @OptionGroup var force: ForceOption
     @Flag(help: "Print JSON.") var json = false
 
+    /// Options are checked before anything is loaded.
+    func validate() throws {
+        if let limit { try requireInt(limit, "--limit", in: 1...Int.max) }
+        try requireInt(layer, "--layer", in: 0...Int.max)
+    }
+
     func run() throws {
+        let recordsPath = try records.map { try OutputPath($0, force: force.force, inputs: [try model.input(), InputPath(dataset)]).path }
         var list = try EditRequest.load(path: dataset)
         if let limit { list = Array(list.prefix(limit)) }
-        guard !list.isEmpty else { throw ValidationError("no records to evaluate") }
+        guard !list.isEmpty else { throw OptionError("\(dataset): no records to evaluate") }
         let m = try model.open()
+        for r in list { try r.validate(tokenizer: m.tokenizer) }
+        try EditRequest.requireLayer(layer, layers: m.config.layers)
         let session = EditSession(model: m, plan: StatisticsPlan(corpusFiles: corpus, path: stats))
         session.toolVersion = ScalpelVersion.string
         if let contextSeeds { session.contextSeeds = contextSeeds.isEmpty ? [] : contextSeeds.split(separator: ",").map(String.init) }
@@ -49,13 +59,13 @@ struct EvalCommand: ParsableCommand {
         // leaves no edited model behind, so "after" is reported as null rather than a copy of "before".
         let fAfter = sequential ? try CounterFactEvaluation.fluency(model: m.model, tokenizer: m.tokenizer,
                                                                     prompts: fluencyPrompts, heldOut: heldOutChunks) : nil
-        if let records {
+        if let recordsPath {
             let lines = try r.records.map { rec -> String in
                 let d: [String: Any] = ["request": rec.request.json, "seconds": rec.seconds, "steps": rec.steps,
                                         "before": summary(CounterFactSummary([rec.before])), "after": summary(CounterFactSummary([rec.after]))]
                 return String(decoding: try JSONSerialization.data(withJSONObject: d, options: [.sortedKeys]), as: UTF8.self)
             }
-            try (lines.joined(separator: "\n") + "\n").write(toFile: records, atomically: true, encoding: .utf8)
+            try (lines.joined(separator: "\n") + "\n").write(toFile: recordsPath, atomically: true, encoding: .utf8)
         }
         let mean = r.records.map(\.seconds).reduce(0, +) / Double(r.records.count)
         if json {

@@ -24,19 +24,23 @@ struct ExportCommand: ParsableCommand {
     @Option(help: "Weight type: f32, f16 or bf16.") var dtype: ExportDType = .f32
     @Option(help: "The .gguf file or the safetensors folder to write.") var out: String
     @OptionGroup var lockOptions: LockOptions
+    @OptionGroup var force: ForceOption
     @Flag(help: "Print JSON {format, dtype, path, tensors, seconds, bytes, files: [{path, bytes}]}.") var json = false
 
     func run() throws {
+        // Never over the model itself (even with --force), nor over an existing file or folder without --force.
+        let input = try model.input()
+        let target = try OutputPath(out, force: force.force, inputs: [input]).path
         if format == .gguf && (out as NSString).pathExtension.lowercased() != "gguf" {
             note("note: \(out) does not end in .gguf")
         }
-        let lock = try lockOptions.lock(out)   // one writer of the output at a time
+        let lock = try lockOptions.lock(target)   // one writer of the output at a time
         defer { lock.release() }
-        let m = try model.open()
+        let m = try ModelFile.open(input.path)
         let result: ExportResult
         switch format {
-        case .gguf: result = try ModelExport.gguf(m, to: out, dtype: dtype, toolVersion: ScalpelVersion.string)
-        case .safetensors: result = try ModelExport.safetensors(m, to: out, dtype: dtype, toolVersion: ScalpelVersion.string)
+        case .gguf: result = try ModelExport.gguf(m, to: target, dtype: dtype, toolVersion: ScalpelVersion.string)
+        case .safetensors: result = try ModelExport.safetensors(m, to: target, dtype: dtype, toolVersion: ScalpelVersion.string)
         }
         if json { return try printJSON(result.summary) }
         print("\(result.path) (\(format.rawValue), \(dtype.rawValue), \(result.tensors) tensors, "

@@ -5,18 +5,23 @@ import Llama
 struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Continue a prompt (greedy, or sampled with a temperature).")
     @OptionGroup var model: ModelOptions
-    @Option(help: "Tokens to generate at most.") var maxTokens = 32
-    @Option(help: "Sampling temperature (0 = greedy).") var temperature: Float = 0
-    @Option(help: "Sample among the k most likely tokens only (0 = all).") var topK = 0
+    @Option(parsing: .unconditional, help: "Tokens to generate at most.") var maxTokens = 32
+    @Option(parsing: .unconditional, help: "Sampling temperature (0 = greedy).") var temperature: Float = 0
+    @Option(parsing: .unconditional, help: "Sample among the k most likely tokens only (0 = all).") var topK = 0
     @Option(help: "Random seed for sampling.") var seed: UInt64 = 0
     @Flag(help: "Recognize special tokens such as <|im_start|> in the prompt.") var special = false
     @Flag(help: "Print JSON {prompt, ids, text, tokens_per_second}.") var json = false
     @Argument(help: "The prompt.") var prompt: String
 
-    func run() throws {
+    /// Options are checked before anything is loaded.
+    func validate() throws {
         try requirePrompt(prompt)
-        guard maxTokens > 0 else { throw ValidationError("--max-tokens must be positive") }
-        guard temperature >= 0 else { throw ValidationError("--temperature must be ≥ 0") }
+        try requireInt(maxTokens, "--max-tokens", in: 1...OptionLimits.tokens)
+        try requireReal(temperature, "--temperature", atLeast: 0)
+        try requireInt(topK, "--top-k", in: 0...Int.max)
+    }
+
+    func run() throws {
         let m = try model.open()
         let ids = m.tokenizer.encode(prompt, parseSpecial: special)
         var printed = ""

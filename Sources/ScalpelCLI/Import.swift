@@ -1,6 +1,7 @@
 import ArgumentParser
 import Editing
 import Foundation
+import Editing
 import Llama
 
 struct Import: ParsableCommand {
@@ -8,11 +9,14 @@ struct Import: ParsableCommand {
         abstract: "Import a GGUF checkpoint into a Scalpel HDF5 model store (float32 weights, tokenizer, provenance).")
     @Argument(help: "The .gguf file.") var gguf: String
     @Option(help: "The .h5 store to write (default: beside the GGUF, same name).") var out: String?
+    @OptionGroup var force: ForceOption
     @Flag(help: "Print JSON {store, seconds, bytes}.") var json = false
     @OptionGroup var lockOptions: LockOptions
 
     func run() throws {
-        let target = out ?? ((gguf as NSString).deletingPathExtension + ".h5")
+        // Never over the GGUF itself (even with --force), nor over an existing file without --force.
+        let given = out ?? ((gguf as NSString).deletingPathExtension + ".h5")
+        let target = try OutputPath(given, force: force.force, inputs: [InputPath(gguf)]).path
         let t0 = Date()
         let lock = try lockOptions.lock(target)   // no edit of a store being replaced may run meanwhile
         defer { lock.release() }

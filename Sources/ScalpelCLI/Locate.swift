@@ -11,19 +11,26 @@ struct LocateCommand: ParsableCommand {
     @Option(help: "A JSON array of facts with prompt, subject and attribute/answer (e.g. ROME's known_1000.json); default: a built-in set.")
     var dataset: String?
     @Option(help: "Keep only facts of this relation id (e.g. P30).") var relation: String?
-    @Option(help: "Trace at most this many facts.") var limit: Int?
+    @Option(parsing: .unconditional, help: "Trace at most this many facts.") var limit: Int?
     @Option(help: "Component: mlp (ROME) or attn / resid.") var kind: TraceKind = .mlp
-    @Option(help: "Layers restored together.") var window: Int = 10
-    @Option(help: "Noise samples per fact.") var samples: Int = 10
+    @Option(parsing: .unconditional, help: "Layers restored together.") var window: Int = 10
+    @Option(parsing: .unconditional, help: "Noise samples per fact.") var samples: Int = 10
     @Option(help: "Random seed.") var seed: UInt64 = 1
     @Flag(help: "Print JSON.") var json = false
+
+    /// Options are checked before anything is loaded.
+    func validate() throws {
+        if let limit { try requireInt(limit, "--limit", in: 1...Int.max) }
+        try requireInt(window, "--window", in: 1...OptionLimits.samples)
+        try requireInt(samples, "--samples", in: 1...OptionLimits.samples)
+    }
 
     func run() throws {
         let m = try model.open()
         var facts = try dataset.map { try KnownFact.load(path: $0) } ?? KnownFact.builtIn
         if let relation { facts = facts.filter { $0.relation == relation } }
         if let limit { facts = Array(facts.prefix(limit)) }
-        guard !facts.isEmpty else { throw ValidationError("no facts to trace") }
+        guard !facts.isEmpty else { throw OptionError("no facts to trace (the dataset, --relation and --limit leave none)") }
         let bar = ProgressBar(label: "locate", quiet: json)
         let r = try Locator.run(model: m.model, tokenizer: m.tokenizer, facts: facts, kind: kind, window: window,
                                 samples: samples, seed: seed, progress: { bar.update($0, $1, unit: "facts") })

@@ -13,6 +13,10 @@ struct LogCommand: ParsableCommand {
     func run() throws {
         let path = try model.model ?? ModelFile.defaultPath()
         let log = try EditLog.read(path: path)
+        // A log that does not verify (e.g. an entry group deleted behind scalpel's back) is listed as far as it can be
+        // read, then reported: exit 1, never "no edits".
+        var broken: Error? = nil
+        do { try EditLog.requireIntact(path: path) } catch { broken = error }
         var rows: [[String: Any]] = []
         var lines: [String] = []
         for r in log.records {
@@ -32,8 +36,14 @@ struct LogCommand: ParsableCommand {
             rows.append(row)
         }
         if json {
-            return try printJSON(["store": path, "edits": rows, "active": log.activeIDs,
-                                  "log_sha256": log.storedLogSHA256 ?? NSNull()])
+            try printJSON(["store": path, "edits": rows, "active": log.activeIDs,
+                           "log_sha256": log.storedLogSHA256 ?? NSNull(), "verifies": broken == nil])
+            if let broken { throw broken }
+            return
+        }
+        if let broken {
+            for l in lines { print(l) }
+            throw broken
         }
         if log.records.isEmpty { print("\(path): no edits (the store holds the base model)"); return }
         print("\(path): \(log.records.count) edit\(log.records.count == 1 ? "" : "s"), \(log.activeIDs.count) active")

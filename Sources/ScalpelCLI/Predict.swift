@@ -5,13 +5,17 @@ import Llama
 struct Predict: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show the most likely next tokens after a prompt.")
     @OptionGroup var model: ModelOptions
-    @Option(help: "How many candidates to show.") var top = 10
+    @Option(parsing: .unconditional, help: "How many candidates to show.") var top = 10
     @Flag(help: "Print JSON {prompt, ids, top: [{id, token, logit, prob}], logsumexp}.") var json = false
     @Argument(help: "The prompt.") var prompt: String
 
-    func run() throws {
+    /// Options are checked before anything is loaded.
+    func validate() throws {
         try requirePrompt(prompt)
-        guard top > 0 else { throw ValidationError("--top must be positive") }
+        try requireInt(top, "--top", in: 1...Int.max)
+    }
+
+    func run() throws {
         let m = try model.open()
         let ids = m.tokenizer.encode(prompt)
         let logits = try m.model.forward([ids]).row(0)

@@ -31,7 +31,8 @@ struct ReapplyCommand: ParsableCommand {
 }
 
 func changeStatus(id: String, to status: String, model: ModelOptions, lock: LockOptions, json: Bool) throws {
-    let path = try model.model ?? ModelFile.defaultPath()
+    // A symbolic link is resolved: the status changes in its target, and the link stays a link.
+    let path = try model.input().path
     let r = try EditLog.setStatus(id, to: status, path: path, toolVersion: ScalpelVersion.string, wait: lock.waitLock,
                                   waiting: note)
     let e = r.entry

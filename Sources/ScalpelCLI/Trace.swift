@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Editing
 import Interp
 import Llama
 
@@ -22,30 +23,48 @@ struct TraceCommand: ParsableCommand {
     @Option(help: "noise (Gaussian on the subject's embeddings) or str (a corrupted prompt of the same length).")
     var corruption: String = "noise"
     @Option(help: "The corrupted prompt, for --corruption str.") var corruptedPrompt: String?
-    @Option(help: "Noise standard deviation ν (default 3 × std of subject-token embeddings).") var noiseStd: Float?
+    @Option(parsing: .unconditional, help: "Noise standard deviation ν (default 3 × std of subject-token embeddings).") var noiseStd: Float?
     @Option(help: "A JSON dataset (prompt/subject records) whose subjects set the default ν.") var noiseDataset: String?
     @Option(help: "prob, logit-diff or kl.") var metric: MetricKind = .prob
     @Option(help: "The foil token for logit-diff (default: the corrupted run's answer).") var foil: String?
     @Option(help: "resid, mlp, attn, heads or all (= resid, mlp, attn).") var kind: String = "all"
-    @Option(help: "Layers restored together for mlp/attn (ROME: 10).") var window: Int?
-    @Option(help: "Noise samples.") var samples: Int = 10
+    @Option(parsing: .unconditional, help: "Layers restored together for mlp/attn (ROME: 10).") var window: Int?
+    @Option(parsing: .unconditional, help: "Noise samples.") var samples: Int = 10
     @Option(help: "Random seed for the noise.") var seed: UInt64 = 1
     @Option(help: "denoise (restore clean into corrupted) or noise (insert corrupted into clean).")
     var direction: PatchDirection = .denoise
     @Option(help: "Write the results to this HDF5 file.") var out: String?
     @Option(help: "Write the heatmap(s) to this SVG file.") var svg: String?
     @Option(help: "Write an HTML report.") var html: String?
+    @OptionGroup var force: ForceOption
     @Flag(help: "Recompute every patched run from scratch (the correctness oracle).") var naive = false
     @Flag(help: "Print JSON.") var json = false
 
-    func run() throws {
+    /// Options are checked before anything is loaded.
+    func validate() throws {
         try requirePrompt(prompt)
-        guard samples >= 1 else { throw ValidationError("--samples must be at least 1") }
+        try requireInt(samples, "--samples", in: 1...OptionLimits.samples)
+        if let noiseStd { try requireReal(noiseStd, "--noise-std", atLeast: 0, open: true) }
+        if let window { try requireInt(window, "--window", in: 1...OptionLimits.samples) }
+        switch corruption {
+        case "noise": try require(subject != nil, "--corruption noise needs --subject")
+        case "str", "prompt": try require(corruptedPrompt != nil, "--corruption str needs --corrupted-prompt")
+        default: throw OptionError("--corruption must be noise or str, got \"\(corruption)\"")
+        }
+        try require(kind == "all" || TraceKind(rawValue: kind) != nil, "--kind must be resid, mlp, attn, heads or all, got \"\(kind)\"")
+    }
+
+    func run() throws {
+        // Outputs: new files (existing ones only with --force), never the model or the noise dataset, all distinct.
+        let inputs = [try model.input()] + [noiseDataset].compactMap { $0 }.map(InputPath.init)
+        let outPath = try out.map { try OutputPath($0, force: force.force, inputs: inputs) }
+        let svgPath = try svg.map { try OutputPath($0, force: force.force, inputs: inputs) }
+        let htmlPath = try html.map { try OutputPath($0, force: force.force, inputs: inputs) }
+        try OutputPath.requireDistinct([outPath, svgPath, htmlPath].compactMap { $0 })
         let m = try model.open()
         let corr: Corruption
         switch corruption {
         case "noise":
-            guard subject != nil else { throw ValidationError("--corruption noise needs --subject") }
             var std = noiseStd
             if std == nil, let path = noiseDataset {
                 let facts = try KnownFact.load(path: path)
@@ -56,10 +75,9 @@ struct TraceCommand: ParsableCommand {
             }
             corr = .noise(std: std!, samples: samples, seed: seed)
         case "str", "prompt":
-            guard let p = corruptedPrompt else { throw ValidationError("--corruption str needs --corrupted-prompt") }
-            corr = .prompt(p)
+            corr = .prompt(corruptedPrompt!)  // validate()
         default:
-            throw ValidationError("--corruption must be noise or str")
+            throw OptionError("--corruption must be noise or str")
         }
         let tracer = try Tracer(model: m.model, tokenizer: m.tokenizer, prompt: prompt, subject: subject, corruption: corr,
                                 target: target)
@@ -71,7 +89,7 @@ struct TraceCommand: ParsableCommand {
         switch kind {
         case "all": kinds = [(.resid, 1), (.mlp, window ?? 10), (.attn, window ?? 10)]
         default:
-            guard let k = TraceKind(rawValue: kind) else { throw ValidationError("--kind must be resid, mlp, attn, heads or all") }
+            guard let k = TraceKind(rawValue: kind) else { throw OptionError("--kind must be resid, mlp, attn, heads or all") }
             kinds = [(k, k == .resid || k == .heads ? 1 : (window ?? 1))]
         }
         var results: [TraceResult] = []
@@ -82,14 +100,14 @@ struct TraceCommand: ParsableCommand {
             bar.finish()
             results.append(r)
         }
-        if let out { try TraceStore.write(results, prompt: prompt, provenance: m.provenance, to: out) }
+        if let out = outPath?.path { try TraceStore.write(results, prompt: prompt, provenance: m.provenance, to: out) }
         let foilText = results.first?.foil.map { m.tokenizer.tokenText($0) }
-        if let svg {
+        if let svg = svgPath?.path {
             let text = results.count == 3 ? Heatmap.threePanel(results, title: prompt, foilText: foilText)
                 : Heatmap.svg(results[0], title: prompt, foilText: foilText)
             try text.write(toFile: svg, atomically: true, encoding: .utf8)
         }
-        if let html {
+        if let html = htmlPath?.path {
             try TraceReport.html(results, prompt: prompt, provenance: m.provenance, foilText: foilText).write(toFile: html, atomically: true, encoding: .utf8)
         }
         if json { return try printJSON(TraceStore.json(results, prompt: prompt)) }
@@ -103,6 +121,10 @@ struct TraceCommand: ParsableCommand {
         for r in results {
             var best = (score: -Double.infinity, row: 0, layer: 0)
             for (i, row) in r.scores.enumerated() { for (l, v) in row.enumerated() where v > best.score { best = (v, i, l) } }
+            guard best.score.isFinite else {
+                print("\(r.settings.kind.rawValue.padding(toLength: 6, withPad: " ", startingAt: 0)) window \(r.settings.window): no finite score")
+                continue
+            }
             let rowName = r.settings.kind == .heads ? "head \(best.row)" : "token \(best.row) \(show(r.tokens[best.row]))"
             print(String(format: "%-6@ window %2d: peak %.4f at layer %d, %@ (%.1f s)", r.settings.kind.rawValue,
                          r.settings.window, best.score, best.layer, rowName, r.seconds))

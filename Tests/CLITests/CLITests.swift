@@ -26,7 +26,7 @@ final class CLITests: XCTestCase {
         throw XCTSkip("scalpel binary not found beside the tests")
     }
 
-    struct Run { let status: Int32; let stdout: String; let stderr: String }
+    struct Run { let status: Int32; let stdout: String; let stderr: String; var signaled = false }
 
     func scalpel(_ args: [String], env: [String: String] = [:]) throws -> Run {
         let p = Process()
@@ -41,16 +41,20 @@ final class CLITests: XCTestCase {
         try p.run()
         let o = out.fileHandleForReading.readDataToEndOfFile(), r = err.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
-        return Run(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: r, as: UTF8.self))
+        return Run(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: r, as: UTF8.self),
+                   signaled: p.terminationReason == .uncaughtSignal)
     }
 
-    /// Expects a non-zero exit and exactly one line on stderr containing every fragment.
-    func expectError(_ args: [String], _ fragments: [String], file: StaticString = #filePath, line: UInt = #line) throws {
+    /// Expects a non-zero exit (not a signal) and exactly one line on stderr containing every fragment.
+    @discardableResult
+    func expectError(_ args: [String], _ fragments: [String], file: StaticString = #filePath, line: UInt = #line) throws -> Run {
         let r = try scalpel(args)
+        XCTAssertFalse(r.signaled, "killed by a signal: \(r.stderr)", file: file, line: line)
         XCTAssertNotEqual(r.status, 0, "exit status", file: file, line: line)
         let lines = r.stderr.split(separator: "\n").filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty }
         XCTAssertEqual(lines.count, 1, "stderr: \(r.stderr)", file: file, line: line)
         for f in fragments { XCTAssertTrue(r.stderr.contains(f), "\"\(f)\" not in: \(r.stderr)", file: file, line: line) }
+        return r
     }
 
     func tinyGGUF(architecture: String = "llama", extra: (inout GGUFWriter) -> Void = { _ in }) -> GGUFWriter {

@@ -43,7 +43,7 @@ final class CrashSafetyTests: XCTestCase {
         let dir = try F.tempDir(self), store = dir + "/m.h5", out = dir + "/m.gguf"
         try F.makeStore(store, config: F.medium)
         let expected = try ModelFile.open(store).config.layers
-        let killed = try killLoop(["export", "--model", store, "--format", "gguf", "--out", out], rounds: 10) {
+        let killed = try killLoop(["export", "--model", store, "--format", "gguf", "--out", out, "--force"], rounds: 10) {
             // The output is the complete previous export (never a truncated one).
             let f = try GGUFFile(path: out)
             XCTAssertEqual(f["llama.block_count"]?.int, expected)
