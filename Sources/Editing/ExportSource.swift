@@ -23,14 +23,19 @@ public struct SourceCheckpoint {
     /// SHA-256 of the file, equal to the model's `provenance.sourceSHA256` (when that is recorded).
     public let sha256: String
 
-    /// Where `locate` looks for the source named by a store's provenance, in order: beside the store, then in the
-    /// weights folder (`ModelFile.weightsDirectory`).
+    /// Where `locate` looks for the source named by a store's provenance, in order: beside the store (and beside the
+    /// file a symbolic link to the store points to), then in the weights folder (`ModelFile.weightsDirectory`).
     public static func candidates(for m: ModelFile) -> [String] {
         let name = m.provenance.sourceFile
-        let beside = ((m.path as NSString).deletingLastPathComponent as NSString).appendingPathComponent(name)
+        func beside(_ path: String) -> String {
+            let dir = (path as NSString).deletingLastPathComponent
+            return ((dir.isEmpty ? "." : dir) as NSString).appendingPathComponent(name)
+        }
+        func absolute(_ p: String) -> String { URL(fileURLWithPath: p).standardizedFileURL.path }
+        let target = URL(fileURLWithPath: m.path).resolvingSymlinksInPath().path
         let inWeights = (ModelFile.weightsDirectory as NSString).appendingPathComponent(name)
         var out: [String] = []
-        for p in [beside, inWeights] where !out.contains(where: { ($0 as NSString).standardizingPath == (p as NSString).standardizingPath }) {
+        for p in [beside(m.path), beside(target), inWeights] where !out.contains(where: { absolute($0) == absolute(p) }) {
             out.append(p)
         }
         return out

@@ -111,7 +111,9 @@ final class ExportSourceRealModelTests: XCTestCase {
             if dtype == .f32 {
                 XCTAssertEqual(logits.map { $0.map(\.bitPattern) }, editedLogits.map { $0.map(\.bitPattern) })
             } else {
-                dq8 = ExportFixtures.assertHalfPrecisionClose(logits, editedLogits).maxDelta
+                // Q8_0 steps are max |block| / 127 (8 significant bits against f16's 11), and the rank-one edit
+                // widens some blocks' range: measured 6.34e-2 (2.1e-3 relative) for the one edited matrix.
+                dq8 = ExportFixtures.assertLogitsClose(logits, editedLogits, relative: 4e-3).maxDelta
                 XCTAssertEqual(try ExportCheck.survival(of: entries, before: edited, after: back).map(\.verdict), ["survived"])
             }
         }

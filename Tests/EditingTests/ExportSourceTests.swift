@@ -179,6 +179,12 @@ final class ExportSourceTests: XCTestCase {
     func testTheSourceIsFoundOrRefusedInOneLine() throws {
         let (dir, gguf, store) = try fixture()
         let m = try ModelFile.open(store)
+        // Through a link to the store from elsewhere: found beside the link's target.
+        let elsewhere = try ExportFixtures.tempDir(self)
+        try FileManager.default.createSymbolicLink(atPath: elsewhere + "/link.h5", withDestinationPath: store)
+        let viaLink = try ModelFile.open(elsewhere + "/link.h5")
+        XCTAssertTrue(SourceCheckpoint.samePath(try XCTUnwrap(SourceCheckpoint.locate(for: viaLink)).path, gguf))
+        XCTAssertEqual(SourceCheckpoint.candidates(for: viaLink).count, 3)
         // A different file under the source's name beside the store, and as --source: refused, whatever the caller wants.
         try FileManager.default.moveItem(atPath: gguf, toPath: dir + "/original.gguf")
         try Self.writeSource(gguf, seed: 6)

@@ -164,6 +164,13 @@ enum ExportFixtures {
     @discardableResult
     static func assertHalfPrecisionClose(_ rows: [[Float]], _ reference: [[Float]], file: StaticString = #filePath,
                                          line: UInt = #line) -> (maxDelta: Float, maxLogit: Float) {
+        assertLogitsClose(rows, reference, relative: halfPrecisionRelativeBound, file: file, line: line)
+    }
+
+    /// `assertHalfPrecisionClose` with another relative bound.
+    @discardableResult
+    static func assertLogitsClose(_ rows: [[Float]], _ reference: [[Float]], relative: Float, file: StaticString = #filePath,
+                                  line: UInt = #line) -> (maxDelta: Float, maxLogit: Float) {
         XCTAssertEqual(rows.count, reference.count, file: file, line: line)
         var worst: Float = 0, scale: Float = 0
         for (i, (a, r)) in zip(rows, reference).enumerated() {
@@ -172,8 +179,8 @@ enum ExportFixtures {
             XCTAssertEqual(top(a, 5), top(r, 5), "prompt \(i): the top 5 changed", file: file, line: line)
         }
         XCTAssertGreaterThan(scale, 0, file: file, line: line)
-        XCTAssertLessThanOrEqual(worst, halfPrecisionRelativeBound * scale,
-                                 "f16 logits moved by \(worst), max |logit| \(scale)", file: file, line: line)
+        XCTAssertLessThanOrEqual(worst, relative * scale,
+                                 "logits moved by \(worst), max |logit| \(scale)", file: file, line: line)
         return (worst, scale)
     }
 }
