@@ -45,11 +45,39 @@ public enum ExportError: Error, CustomStringConvertible, Equatable {
     case writeFailed(path: String, reason: String)
     /// The output location exists and is not something an export may replace.
     case outputInUse(path: String, reason: String)
+    /// `--dtype source` for a model that was not imported from a GGUF (`sourceFile`: what its provenance names).
+    case sourceNotGGUF(model: String, sourceFile: String)
+    /// The source GGUF named by the store's provenance is in none of the `searched` places.
+    case sourceNotFound(sourceFile: String, searched: [String])
+    /// `path` is not the checkpoint the model was imported from (SHA-256 `found`, the provenance records `expected`).
+    case sourceMismatch(path: String, expected: String, found: String)
+    /// The source GGUF does not hold the model's tensors (`reason`: which one and how).
+    case sourceIncompatible(path: String, reason: String)
+    /// An edited tensor cannot be written in the requested type (e.g. Q8_0 needs rows of a multiple of 32).
+    case editedTypeUnfit(tensor: String, type: String, reason: String)
+    /// The export at `path` was written, but the edits `ids` no longer pass their behaviour checks on it.
+    case editsLost(path: String, ids: [String], detail: String)
 
     public var description: String {
         switch self {
         case let .writeFailed(path, reason): return "\(path): cannot write export: \(reason)"
         case let .outputInUse(path, reason): return "\(path): \(reason)"
+        case let .sourceNotGGUF(model, sourceFile):
+            return "\(model): --dtype source needs a model imported from a GGUF, and this one came from \(sourceFile); "
+                + "export with --dtype f32, f16 or bf16"
+        case let .sourceNotFound(sourceFile, searched):
+            return "source checkpoint \(sourceFile) not found (looked for \(searched.joined(separator: ", "))); "
+                + "pass it with --source FILE, or export with --dtype f32, f16 or bf16"
+        case let .sourceMismatch(path, expected, found):
+            return "\(path) is not this model's source checkpoint (SHA-256 \(found.prefix(16))…, the store records "
+                + "\(expected.prefix(16))…); pass the original file with --source, or export with --dtype f32, f16 or bf16"
+        case let .sourceIncompatible(path, reason):
+            return "\(path) does not match the model: \(reason); pass the original checkpoint with --source"
+        case let .editedTypeUnfit(tensor, type, reason):
+            return "\(tensor): cannot write the edited tensor as \(type): \(reason); use --edited-dtype f16 or f32"
+        case let .editsLost(path, ids, detail):
+            return "\(path) was written, but \(ids.joined(separator: ", ")) did not survive the export (\(detail)); "
+                + "export with --edited-dtype f32 or --dtype f32"
         }
     }
 
@@ -57,6 +85,8 @@ public enum ExportError: Error, CustomStringConvertible, Equatable {
         switch self {
         case .writeFailed: return "check that the folder is writable and the disk has room"
         case .outputInUse: return "choose a new path, or remove it first"
+        case .sourceNotGGUF, .sourceNotFound, .sourceMismatch, .sourceIncompatible, .editedTypeUnfit, .editsLost:
+            return "see `scalpel export --help` for --dtype source"
         }
     }
 }
@@ -71,7 +101,8 @@ public struct ExportedFile: Sendable, Equatable {
 public struct ExportResult: Sendable {
     /// "gguf" or "safetensors".
     public var format: String
-    public var dtype: ExportDType
+    /// "f32", "f16", "bf16" (`ExportDType.rawValue`) or "source" (`ModelExport.ggufKeepingSource`).
+    public var dtype: String
     /// The GGUF file or the safetensors folder.
     public var path: String
     public var files: [ExportedFile]
@@ -79,12 +110,22 @@ public struct ExportResult: Sendable {
     public var tensors: Int
     /// Wall time of the export.
     public var seconds: Double
+    /// For `--dtype source`: what was copied from the source checkpoint and what was re-encoded.
+    public var source: SourceExportDetails?
     public var bytes: Int { files.reduce(0) { $0 + $1.bytes } }
+
+    public init(format: String, dtype: String, path: String, files: [ExportedFile], tensors: Int, seconds: Double,
+                source: SourceExportDetails? = nil) {
+        self.format = format; self.dtype = dtype; self.path = path; self.files = files; self.tensors = tensors
+        self.seconds = seconds; self.source = source
+    }
 
     /// A JSON-ready summary.
     public var summary: [String: Any] {
-        ["format": format, "dtype": dtype.rawValue, "path": path, "tensors": tensors, "seconds": seconds, "bytes": bytes,
-         "files": files.map { ["path": $0.path, "bytes": $0.bytes] as [String: Any] }]
+        var s: [String: Any] = ["format": format, "dtype": dtype, "path": path, "tensors": tensors, "seconds": seconds,
+                                "bytes": bytes, "files": files.map { ["path": $0.path, "bytes": $0.bytes] as [String: Any] }]
+        if let source { s["source"] = source.summary }
+        return s
     }
 }
 
@@ -109,7 +150,7 @@ public enum ModelExport {
         let t0 = Date()
         let c = m.config
         let params = LlamaParameter.all(c)
-        let meta = ggufMetadata(m, dtype: dtype, toolVersion: toolVersion)
+        let meta = ggufMetadata(m, fileType: dtype.ggufFileType, toolVersion: toolVersion)
         let entries = params.map { p -> (name: String, dims: [Int], type: GGMLType) in
             let shape = p.shape(c)
             return (p.ggufName, Array(shape.reversed()), shape.count == 1 ? .f32 : dtype.ggmlType)
@@ -129,7 +170,7 @@ public enum ModelExport {
             }
             try out.close()
         }
-        return ExportResult(format: "gguf", dtype: dtype, path: path, files: [ExportedFile(path: path, bytes: fileSize(path))],
+        return ExportResult(format: "gguf", dtype: dtype.rawValue, path: path, files: [ExportedFile(path: path, bytes: fileSize(path))],
                             tensors: params.count, seconds: Date().timeIntervalSince(t0))
     }
 
@@ -139,6 +180,11 @@ public enum ModelExport {
     ///   rebuilt from `m.tokenizer` — a Scalpel .h5 store keeps the arrays outside its GGUF metadata;
     /// - earlier `scalpel.*` keys and `general.alignment` dropped, then this export's `provenance` appended.
     public static func ggufMetadata(_ m: ModelFile, dtype: ExportDType, toolVersion: String) -> [(key: String, value: GGUFValue)] {
+        ggufMetadata(m, fileType: dtype.ggufFileType, toolVersion: toolVersion)
+    }
+
+    /// `ggufMetadata(_:dtype:toolVersion:)` with `general.file_type` = `fileType` (nil: keep the model's own).
+    static func ggufMetadata(_ m: ModelFile, fileType: UInt32?, toolVersion: String) -> [(key: String, value: GGUFValue)] {
         var meta = m.metadata.filter { !$0.key.hasPrefix("scalpel.") && $0.key != "general.alignment" }
         /// Replaces `k` in place, appends it (after `after` when that key exists), or removes it (nil).
         func set(_ k: String, _ v: GGUFValue?, after: String? = nil) {
@@ -150,7 +196,7 @@ public enum ModelExport {
         }
         if let i = meta.firstIndex(where: { $0.key == "general.architecture" }) { meta.remove(at: i) }
         meta.insert(("general.architecture", .string("llama")), at: 0)
-        set("general.file_type", .uint32(dtype.ggufFileType))
+        if let fileType { set("general.file_type", .uint32(fileType)) }
         for (k, v) in m.config.ggufMetadata() { set(k, v) }
         let t = m.tokenizer
         set("tokenizer.ggml.model", .string("gpt2"))

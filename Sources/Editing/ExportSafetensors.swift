@@ -72,7 +72,7 @@ extension ModelExport {
             let p = (dest as NSString).appendingPathComponent(n)
             return ExportedFile(path: p, bytes: fileSize(p))
         }
-        return ExportResult(format: "safetensors", dtype: dtype, path: dest, files: files,
+        return ExportResult(format: "safetensors", dtype: dtype.rawValue, path: dest, files: files,
                             tensors: LlamaParameter.all(c).count, seconds: Date().timeIntervalSince(t0))
     }
 
