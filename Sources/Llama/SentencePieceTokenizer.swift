@@ -23,8 +23,8 @@ public enum TokenizerModel: String, Sendable, CaseIterable {
 struct SentencePieceEncoder: Sendable {
     /// Score of every token, in id order.
     let scores: [Float]
-    /// Id of every piece a merge may produce, by its (`▁`-escaped) text.
-    private let pieceID: [String: Int32]
+    /// Id of every piece a merge may produce, by its (`▁`-escaped) UTF-8 bytes.
+    private let pieceID: PieceTable
     /// Longest piece in UTF-8 bytes: longer concatenations are not looked up.
     private let maxPieceBytes: Int
     /// The `<0xXX>` token of every byte, or -1.
@@ -38,20 +38,21 @@ struct SentencePieceEncoder: Sendable {
         guard scores.count == tokens.count else {
             throw TokenizerError.invalidVocabulary("\(tokens.count) tokens but \(scores.count) scores")
         }
-        var pieceID = [String: Int32](minimumCapacity: tokens.count)
+        var pieces: [(String, Int32)] = []
+        pieces.reserveCapacity(tokens.count)
         var maxBytes = 1
         var byteToken = [Int32](repeating: -1, count: 256)
         for (i, t) in tokens.enumerated() {
             switch TokenType(rawValue: types[i]) {
             case .normal?, .userDefined?, .undefined?:
-                if !t.isEmpty, pieceID[t] == nil { pieceID[t] = Int32(i); maxBytes = max(maxBytes, t.utf8.count) }
+                if !t.isEmpty { pieces.append((t, Int32(i))); maxBytes = max(maxBytes, t.utf8.count) }
             case .byte?:
                 if let b = Tokenizer.parseByteToken(t), byteToken[Int(b)] < 0 { byteToken[Int(b)] = Int32(i) }
             default: break
             }
         }
         self.scores = scores
-        self.pieceID = pieceID
+        self.pieceID = PieceTable(pieces)
         self.maxPieceBytes = maxBytes
         self.byteToken = byteToken
         self.unknownID = unknownID
@@ -97,8 +98,8 @@ struct SentencePieceEncoder: Sendable {
                 guard l >= 0, r >= 0 else { return }
                 let size = Int(len[Int(l)] + len[Int(r)])
                 guard size <= maxPieceBytes else { return }
-                let s = String(decoding: UnsafeBufferPointer(rebasing: t[Int(l)..<(Int(l) + size)]), as: UTF8.self)
-                guard let id = pieceID[s] else { return }
+                let id = pieceID.lookup(UnsafeBufferPointer(rebasing: t[Int(l)..<(Int(l) + size)]))
+                guard id >= 0 else { return }
                 Heap.push(&heap, Bigram(score: scores[Int(id)], left: l, right: r, size: Int32(size), id: id)) { $0.before($1) }
             }
             for k in 0..<max(0, starts.count - 1) { tryAdd(starts[k], starts[k + 1]) }
@@ -116,8 +117,8 @@ struct SentencePieceEncoder: Sendable {
             var s: Int32 = n > 0 ? 0 : -1
             while s >= 0 {
                 let lo = Int(s), hi = lo + Int(len[lo])
-                let piece = String(decoding: UnsafeBufferPointer(rebasing: t[lo..<hi]), as: UTF8.self)
-                if let id = pieceID[piece] {
+                let id = pieceID.lookup(UnsafeBufferPointer(rebasing: t[lo..<hi]))
+                if id >= 0 {
                     out.append(Int(id))
                 } else {
                     for k in lo..<hi {
@@ -138,6 +139,66 @@ struct SentencePieceEncoder: Sendable {
         case 0xC0...: return 2
         default: return 1
         }
+    }
+}
+
+/// Byte-exact map from piece text to id (open addressing, FNV-1a). Unlike `[String: Int]` it neither allocates per
+/// lookup nor treats canonically equivalent strings ("é" and "e\u{301}") as the same key.
+struct PieceTable: Sendable {
+    private let bytes: [UInt8]
+    /// Entry k's bytes are `bytes[offsets[k]..<offsets[k + 1]]`.
+    private let offsets: [Int32]
+    private let ids: [Int32]
+    /// Entry index per slot, -1 = empty; a power of two ≥ 2 × entries long.
+    private let slots: [Int32]
+
+    /// The first id of each distinct byte string wins.
+    init(_ pieces: [(String, Int32)]) {
+        var bytes: [UInt8] = [], offsets: [Int32] = [0], ids: [Int32] = []
+        var size = 16
+        while size < 2 * pieces.count { size <<= 1 }
+        var slots = [Int32](repeating: -1, count: size)
+        bytes.reserveCapacity(pieces.count * 6)
+        for (text, id) in pieces {
+            let start = bytes.count
+            bytes.append(contentsOf: text.utf8)
+            let found: Bool = bytes.withUnsafeBufferPointer { b in
+                let key = UnsafeBufferPointer(rebasing: b[start...])
+                var h = PieceTable.hash(key) & (size - 1)
+                while slots[h] >= 0 {
+                    let k = Int(slots[h]), lo = Int(offsets[k]), n = Int(offsets[k + 1]) - lo
+                    if n == key.count && memcmp(b.baseAddress! + lo, key.baseAddress!, n) == 0 { return true }
+                    h = (h + 1) & (size - 1)
+                }
+                slots[h] = Int32(ids.count)
+                return false
+            }
+            if found { bytes.removeSubrange(start...); continue }
+            offsets.append(Int32(bytes.count))
+            ids.append(id)
+        }
+        self.bytes = bytes; self.offsets = offsets; self.ids = ids; self.slots = slots
+    }
+
+    /// The id of the piece whose UTF-8 is exactly `key`, or -1.
+    func lookup(_ key: UnsafeBufferPointer<UInt8>) -> Int32 {
+        let mask = slots.count - 1
+        var h = PieceTable.hash(key) & mask
+        return bytes.withUnsafeBufferPointer { b in
+            while true {
+                let k = Int(slots[h])
+                if k < 0 { return -1 }
+                let lo = Int(offsets[k]), n = Int(offsets[k + 1]) - lo
+                if n == key.count && memcmp(b.baseAddress! + lo, key.baseAddress!, n) == 0 { return ids[k] }
+                h = (h + 1) & mask
+            }
+        }
+    }
+
+    @inline(__always) static func hash(_ key: UnsafeBufferPointer<UInt8>) -> Int {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for c in key { h = (h ^ UInt64(c)) &* 0x100_0000_01b3 }
+        return Int(truncatingIfNeeded: h ^ (h >> 29))
     }
 }
 

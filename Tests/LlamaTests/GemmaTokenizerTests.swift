@@ -93,6 +93,26 @@ final class GemmaTokenizerTests: XCTestCase {
         XCTAssertNotEqual(t.encode("<bos>", addBOS: false), [2])
     }
 
+    /// WikiText-2 validation (1.1 MB) round-trips; prints load and encode times.
+    func testWikiTextRoundTripAndSpeed() throws {
+        _ = try gemma()
+        let url = sharedDir.appendingPathComponent("data/text/wikitext2_raw_valid.txt")
+        guard let text = try? String(contentsOf: url, encoding: .utf8) else { throw XCTSkip("absent: \(url.path)") }
+        var start = Date()
+        let t = try Tokenizer(gguf: GGUFFile(path: gemmaPath))
+        let load = Date().timeIntervalSince(start)
+        start = Date()
+        let ids = t.encode(text, addBOS: false)
+        let enc = Date().timeIntervalSince(start)
+        start = Date()
+        let back = t.decode(ids)
+        let dec = Date().timeIntervalSince(start)
+        XCTAssertEqual(back, text)
+        XCTAssertFalse(ids.contains(t.unknownID ?? -1))
+        print(String(format: "gemma tokenizer: load %.3f s; encode %d bytes → %d tokens %.3f s; decode %.3f s",
+                     load, text.utf8.count, ids.count, enc, dec))
+    }
+
     // MARK: - Synthetic vocabularies
 
     func testUserDefinedTokensLongestFirstBeforeMerging() throws {
@@ -137,6 +157,16 @@ final class GemmaTokenizerTests: XCTestCase {
     func testMergesRunOverMultibyteCharacters() throws {
         let t = try synthetic([("é", -1), ("t", -1), ("té", -0.5)])
         XCTAssertEqual(pieces(t, "té"), ["té"])
+    }
+
+    func testCanonicallyEquivalentPiecesStayDistinct() throws {
+        // "é" (U+00E9) and "e\u{301}" are equal as Swift Strings but distinct pieces with distinct ids.
+        let t = try synthetic([("e", -5), ("\u{301}", -5), ("\u{E9}", -1), ("e\u{301}", -2)])
+        let pre = try XCTUnwrap(t.encode("\u{E9}").first), dec = try XCTUnwrap(t.encode("e\u{301}").first)
+        XCTAssertEqual(t.encode("\u{E9}"), [pre])
+        XCTAssertEqual(t.encode("e\u{301}"), [dec])
+        XCTAssertNotEqual(pre, dec)
+        XCTAssertEqual(Array(t.token(dec).unicodeScalars), ["e", "\u{301}"])
     }
 
     func testByteFallback() throws {
