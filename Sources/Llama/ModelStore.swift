@@ -11,8 +11,9 @@ import Hashing
 ///   rope_base, rms_eps, tied_embeddings
 /// - `/provenance` attributes: source_file, source_size, source_sha256, quantization (JSON), gguf_metadata (JSON of
 ///   every GGUF key except the tokenizer arrays)
-/// - `/tokenizer`: datasets tokens, merges (strings), token_types (int32); attributes model, pre, bos_id, eos_id,
-///   unknown_id (−1 = none), add_bos
+/// - `/tokenizer`: datasets tokens, merges (strings), token_types (int32), scores (float32, SentencePiece only);
+///   attributes model ("gpt2" or "llama"), pre, bos_id, eos_id, unknown_id (−1 = none), add_bos. A store without
+///   `scores` is a BPE store (older stores).
 /// - `/weights/{gguf tensor name}`: float32, row-major [out, in] (vectors [n]), chunked, shuffle+deflate; attribute
 ///   `sha256` = SHA-256 of the float32 values (written at import, added at the first edit for older stores)
 /// - `/edits`: the edit log of stores written before the sidecar log and of new stores made by `edit --out`; the log
@@ -21,7 +22,8 @@ import Hashing
 public enum ModelStore {
     public static let format = "scalpel-model"
     public static let formatVersion = 1
-    static let tokenizerArrays: Set<String> = ["tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type"]
+    static let tokenizerArrays: Set<String> = ["tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type",
+                                               "tokenizer.ggml.scores"]
 
     /// Imports a GGUF file into a new store at `out`, atomically (a temporary file renamed into place).
     /// - Parameter progress: called with (tensors done, total).
@@ -32,7 +34,7 @@ public enum ModelStore {
         try ModelFile.verifyDefaultGGUF(path: ggufPath, size: f.fileSize, sha256: sha)
         let config = try LlamaConfig(gguf: f)
         let weights = try LlamaWeights.load(config: config, from: f)
-        _ = try Tokenizer(gguf: f)  // refuse to import a model whose tokenizer Scalpel cannot run
+        let tokenizer = try Tokenizer(gguf: f)  // refuse to import a model whose tokenizer Scalpel cannot run
         var quant: [String: Int] = [:]
         for t in f.tensors { quant[t.type.name, default: 0] += 1 }
         let prov = ModelProvenance(sourceFile: (ggufPath as NSString).lastPathComponent, sourceSize: f.fileSize,
@@ -57,7 +59,8 @@ public enum ModelStore {
             try tg.writeStrings(f["tokenizer.ggml.merges"]?.stringArray ?? [], to: "merges")
             let types = (f["tokenizer.ggml.token_type"]?.intArray ?? []).map { Int32($0) }
             try tg.write(types, shape: [types.count], to: "token_types")
-            try tg.setAttribute("model", f["tokenizer.ggml.model"]?.string ?? "gpt2")
+            try tg.setAttribute("model", tokenizer.model.rawValue)
+            try writeScores(tokenizer, to: tg)
             try tg.setAttribute("pre", f["tokenizer.ggml.pre"]?.string ?? "default")
             try tg.setAttribute("bos_id", f["tokenizer.ggml.bos_token_id"]?.int ?? -1)
             try tg.setAttribute("eos_id", f["tokenizer.ggml.eos_token_id"]?.int ?? -1)
@@ -125,7 +128,8 @@ public enum ModelStore {
             try tg.writeStrings(tokenizer.vocabulary, to: "tokens")
             try tg.writeStrings(tokenizer.mergeList, to: "merges")
             try tg.write(tokenizer.tokenTypes.map { Int32($0) }, shape: [tokenizer.vocabularySize], to: "token_types")
-            try tg.setAttribute("model", "gpt2")
+            try tg.setAttribute("model", tokenizer.model.rawValue)
+            try writeScores(tokenizer, to: tg)
             try tg.setAttribute("pre", tokenizer.preName)
             try tg.setAttribute("bos_id", tokenizer.bosID ?? -1)
             try tg.setAttribute("eos_id", tokenizer.eosID ?? -1)
@@ -134,6 +138,12 @@ public enum ModelStore {
             try tg.setAttribute("add_bos", tokenizer.addBOS)
             try writeWeights(weights, to: try root.createGroup("weights"))
         }
+    }
+
+    /// Writes the `scores` dataset of a SentencePiece tokenizer (nothing for BPE: its absence marks a BPE store).
+    static func writeScores(_ t: Tokenizer, to tg: HDF5Group) throws {
+        guard t.model == .sentencePiece else { return }
+        try tg.write(t.scores, shape: [t.scores.count], to: "scores")
     }
 
     static func writeConfig(_ c: LlamaConfig, to g: HDF5Group) throws {
@@ -173,11 +183,15 @@ public enum ModelStore {
         let config = try readConfig(try root.group("config"))
         let tg = try root.group("tokenizer")
         func optionalID(_ k: String) throws -> Int? { let v = try tg.intAttribute(k); return v < 0 ? nil : v }
+        // Stores without `scores` (all stores before SentencePiece support) are BPE stores.
+        let scores = tg.exists("scores") ? try tg.read("scores", as: Float.self).values : []
+        let model: TokenizerModel = scores.isEmpty ? .bpe : .sentencePiece
         let tokenizer = try Tokenizer(tokens: try tg.readStrings("tokens"),
                                       tokenTypes: try tg.read("token_types", as: Int32.self).values.map(Int.init),
                                       merges: try tg.readStrings("merges"), pre: try tg.stringAttribute("pre"),
                                       bosID: try optionalID("bos_id"), eosID: try optionalID("eos_id"),
-                                      unknownID: try optionalID("unknown_id"), addBOS: try tg.boolAttribute("add_bos"))
+                                      unknownID: try optionalID("unknown_id"), addBOS: try tg.boolAttribute("add_bos"),
+                                      model: model, scores: scores)
         let pg = try root.group("provenance")
         let quant = (try? JSONDecoder().decode([String: Int].self, from: Data(try pg.stringAttribute("quantization").utf8))) ?? [:]
         let prov = ModelProvenance(sourceFile: try pg.stringAttribute("source_file"), sourceSize: try pg.intAttribute("source_size"),

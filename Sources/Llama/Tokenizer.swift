@@ -5,7 +5,7 @@ import GGUF
 public enum TokenizerError: Error, CustomStringConvertible, Equatable {
     /// A required GGUF metadata key is absent (or has the wrong type).
     case missingKey(String)
-    /// `tokenizer.ggml.model` is not a byte-level BPE ("gpt2") vocabulary.
+    /// `tokenizer.ggml.model` is neither byte-level BPE ("gpt2") nor SentencePiece ("llama").
     case unsupportedModel(String)
     /// `tokenizer.ggml.pre` names a pre-tokenizer this implementation does not know.
     case unsupportedPreTokenizer(String)
@@ -22,8 +22,8 @@ public enum TokenizerError: Error, CustomStringConvertible, Equatable {
             return "tokenizer: GGUF metadata key '\(key)' is missing or has the wrong type "
                 + "(is this a GGUF file converted with a recent llama.cpp convert script?)"
         case let .unsupportedModel(model):
-            return "tokenizer: unsupported tokenizer model '\(model)'; only byte-level BPE ('gpt2') is implemented "
-                + "(SentencePiece 'llama', WordPiece 'bert' etc. are not)"
+            return "tokenizer: unsupported tokenizer model '\(model)'; byte-level BPE ('gpt2') and SentencePiece ('llama') "
+                + "are implemented (WordPiece 'bert', Unigram 't5' etc. are not)"
         case let .unsupportedPreTokenizer(pre):
             let known = PreTokenizer.ggufNames.keys.sorted().joined(separator: ", ")
             return "tokenizer: unsupported pre-tokenizer '\(pre)'; supported tokenizer.ggml.pre values: \(known)"
@@ -42,12 +42,16 @@ public enum TokenType: Int, Sendable {
     case undefined = 0, normal = 1, unknown = 2, control = 3, userDefined = 4, unused = 5, byte = 6
 }
 
-/// Byte-level BPE tokenizer (GPT-2 family) matching llama.cpp / Hugging Face `tokenizers`.
-///
-/// Encoding: optional special-token partition → pre-tokenizer split (`PreTokenizer`) →
-/// per-piece BPE over the UTF-8 bytes with merge ranks (heap + linked list, cached per piece).
+/// Tokenizer matching llama.cpp / Hugging Face `tokenizers`, of one of two kinds (`model`):
+/// - byte-level BPE (GPT-2 family): optional special-token partition → pre-tokenizer split (`PreTokenizer`) →
+///   per-piece BPE over the UTF-8 bytes with merge ranks (heap + linked list, cached per piece);
+/// - SentencePiece (Gemma): the same special-token partition → score-greedy merging of UTF-8 characters with byte
+///   fallback over each stretch between special tokens (`SentencePieceEncoder`).
 /// Thread-safe: the only shared mutable state is the piece cache, guarded by a lock.
 public final class Tokenizer: @unchecked Sendable {
+    /// Which algorithm encodes (`tokenizer.ggml.model`).
+    public let model: TokenizerModel
+    /// The pre-tokenizer of a BPE tokenizer (unused by SentencePiece, which has none: `.gpt2` there).
     public let preTokenizer: PreTokenizer
     public let bosID: Int?
     public let eosID: Int?
@@ -80,6 +84,9 @@ public final class Tokenizer: @unchecked Sendable {
     private let specialsByFirstByte: [[Int]]
     private let specials: [Special]
 
+    /// The SentencePiece encoder (`model == .sentencePiece`), nil for BPE.
+    private let spm: SentencePieceEncoder?
+
     private var cache: [[UInt8]: [Int32]] = [:]
     private let cacheLock = NSLock()
     private static let cacheLimit = 1 << 18
@@ -93,10 +100,17 @@ public final class Tokenizer: @unchecked Sendable {
     public let mergeList: [String]
     /// The `tokenizer.ggml.pre` name the tokenizer was built with (e.g. "smollm"; `preTokenizer` is its scanner).
     public let preName: String
+    /// The score of every token in id order (`tokenizer.ggml.scores`; SentencePiece only, empty for BPE).
+    public var scores: [Float] { spm?.scores ?? [] }
 
+    /// - Parameters:
+    ///   - model: `.bpe` uses `merges` and `pre`; `.sentencePiece` uses `scores` (one per token) and ignores both.
     public init(tokens: [String], tokenTypes: [Int], merges mergeStrings: [String], pre: String,
-                bosID: Int?, eosID: Int?, unknownID: Int?, addBOS: Bool) throws {
-        guard let preTok = PreTokenizer(ggufName: pre) else { throw TokenizerError.unsupportedPreTokenizer(pre) }
+                bosID: Int?, eosID: Int?, unknownID: Int?, addBOS: Bool,
+                model: TokenizerModel = .bpe, scores: [Float] = []) throws {
+        guard let preTok = PreTokenizer(ggufName: pre) ?? (model == .sentencePiece ? .gpt2 : nil) else {
+            throw TokenizerError.unsupportedPreTokenizer(pre)
+        }
         guard !tokens.isEmpty else { throw TokenizerError.invalidVocabulary("empty token list") }
         guard tokens.count < Int(Int32.max / 2) else { throw TokenizerError.invalidVocabulary("too many tokens") }
         let types = tokenTypes.isEmpty ? [Int](repeating: TokenType.normal.rawValue, count: tokens.count) : tokenTypes
@@ -108,6 +122,9 @@ public final class Tokenizer: @unchecked Sendable {
                 throw TokenizerError.invalidVocabulary("\(name) token id \(id) outside 0..<\(tokens.count)")
             }
         }
+        self.model = model
+        self.spm = model == .sentencePiece
+            ? try SentencePieceEncoder(tokens: tokens, types: types, scores: scores, unknownID: unknownID) : nil
         self.preTokenizer = preTok
         self.preName = pre
         self.mergeList = mergeStrings
@@ -134,6 +151,8 @@ public final class Tokenizer: @unchecked Sendable {
                 bytes.append(contentsOf: tokens[i].utf8)
             case .byte?:
                 if let b = Tokenizer.parseByteToken(tokens[i]) { bytes.append(b) } else { ByteLevel.decode(tokens[i], into: &bytes) }
+            case _ where model == .sentencePiece:
+                Tokenizer.unescapeSpaces(tokens[i], into: &bytes)
             default:
                 ByteLevel.decode(tokens[i], into: &bytes)
             }
@@ -191,17 +210,32 @@ public final class Tokenizer: @unchecked Sendable {
         self.specialsByFirstByte = byFirst
     }
 
-    /// Reads `tokenizer.ggml.*` metadata from a GGUF file.
+    /// Reads `tokenizer.ggml.*` metadata from a GGUF file (`model` "gpt2": tokens, merges, pre; "llama": tokens,
+    /// scores — merges and pre are not used).
     public convenience init(gguf: GGUFFile) throws {
         func value(_ key: String) throws -> GGUFValue {
             guard let v = gguf[key] else { throw TokenizerError.missingKey(key) }
             return v
         }
-        guard let model = try value("tokenizer.ggml.model").string else { throw TokenizerError.missingKey("tokenizer.ggml.model") }
-        guard model == "gpt2" else { throw TokenizerError.unsupportedModel(model) }
+        guard let name = try value("tokenizer.ggml.model").string else { throw TokenizerError.missingKey("tokenizer.ggml.model") }
+        guard let model = TokenizerModel(rawValue: name) else { throw TokenizerError.unsupportedModel(name) }
         guard let tokens = try value("tokenizer.ggml.tokens").stringArray else { throw TokenizerError.missingKey("tokenizer.ggml.tokens") }
-        guard let merges = try value("tokenizer.ggml.merges").stringArray else { throw TokenizerError.missingKey("tokenizer.ggml.merges") }
-        guard let pre = try value("tokenizer.ggml.pre").string else { throw TokenizerError.missingKey("tokenizer.ggml.pre") }
+        var merges: [String] = [], scores: [Float] = [], pre = "default"
+        switch model {
+        case .bpe:
+            guard let m = try value("tokenizer.ggml.merges").stringArray else { throw TokenizerError.missingKey("tokenizer.ggml.merges") }
+            guard let p = try value("tokenizer.ggml.pre").string else { throw TokenizerError.missingKey("tokenizer.ggml.pre") }
+            merges = m
+            pre = p
+        case .sentencePiece:
+            guard let s = try value("tokenizer.ggml.scores").doubleArray else { throw TokenizerError.missingKey("tokenizer.ggml.scores") }
+            scores = s.map { Float($0) }
+            pre = gguf["tokenizer.ggml.pre"]?.string ?? pre
+            // A dummy "▁" prefix (SentencePiece's add_dummy_prefix, llama.cpp's add_space_prefix) is not implemented.
+            if gguf["tokenizer.ggml.add_space_prefix"]?.bool ?? false {
+                throw TokenizerError.invalidVocabulary("tokenizer.ggml.add_space_prefix = true is not supported")
+            }
+        }
         // token_type is optional in GGUF (llama.cpp treats a missing array as all-normal).
         var types: [Int] = []
         if let t = gguf["tokenizer.ggml.token_type"] {
@@ -212,11 +246,23 @@ public final class Tokenizer: @unchecked Sendable {
                       bosID: gguf["tokenizer.ggml.bos_token_id"]?.int,
                       eosID: gguf["tokenizer.ggml.eos_token_id"]?.int,
                       unknownID: gguf["tokenizer.ggml.unknown_token_id"]?.int,
-                      addBOS: gguf["tokenizer.ggml.add_bos_token"]?.bool ?? false)
+                      addBOS: gguf["tokenizer.ggml.add_bos_token"]?.bool ?? false,
+                      model: model, scores: scores)
+    }
+
+    /// Appends the UTF-8 of a SentencePiece piece with every `▁` (U+2581) turned back into a space.
+    static func unescapeSpaces(_ piece: String, into bytes: inout [UInt8]) {
+        let u = Array(piece.utf8)
+        var i = 0
+        while i < u.count {
+            if i + 2 < u.count, u[i] == 0xE2, u[i + 1] == 0x96, u[i + 2] == 0x81 { bytes.append(0x20); i += 3; continue }
+            bytes.append(u[i])
+            i += 1
+        }
     }
 
     /// Parses "<0xAB>".
-    private static func parseByteToken(_ s: String) -> UInt8? {
+    static func parseByteToken(_ s: String) -> UInt8? {
         let u = Array(s.utf8)
         guard u.count == 6, u[0] == 0x3C, u[1] == 0x30, u[2] == 0x78, u[5] == 0x3E else { return nil }
         return UInt8(String(decoding: u[3..<5], as: UTF8.self), radix: 16)
@@ -326,6 +372,7 @@ public final class Tokenizer: @unchecked Sendable {
     private func encodeText(_ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>, _ work: inout BPEWork,
                             _ pieces: inout [Range<Int>], _ out: inout [Int]) {
         guard !range.isEmpty else { return }
+        if let spm { spm.encode(bytes, range, into: &out); return }
         let decoded = DecodedText(bytes: bytes, range: range)
         pieces.removeAll(keepingCapacity: true)
         preTokenizer.split(decoded, 0..<decoded.scalars.count, into: &pieces)
