@@ -55,6 +55,8 @@ public final class AttributionPass {
     let baseLayout: BatchLayout, sourceLayout: BatchLayout
     let baseTokens: [[Int]], baseInterventions: Hooks
     let baseLogits: [[Float]]
+    /// ∂metric/∂(final residual) [S·T, D] (the backward's starting point, kept for GradDrop) and every point.
+    let dFinal: [Float], allPoints: Set<HookPoint>
 
     /// - Parameters:
     ///   - points: every hook point whose cells will be estimated (any kind; `attn.hook_z` of the same layers is
@@ -102,6 +104,7 @@ public final class AttributionPass {
         let n = bOut.layout.rows
         let dx = FloatBuffer(n * c.dModel, zeroed: true)
         model.backwardLogits(dResidual: dx, dLogits: dLogits, rows: bOut.rows, tape: baseTape)
+        dFinal = dx.array; allPoints = all
         var g: [HookPoint: [Float]] = [:]
         model.backwardLayers(dx, layout: bOut.layout, layers: 0..<c.layers, tape: baseTape) { p, grad in
             guard all.contains(p) else { return }
@@ -112,9 +115,11 @@ public final class AttributionPass {
 
     /// Per-element first-order contributions at `point`: [T, W], element (t, j) = mean over pairs of
     /// (a_source − a_base)[t, j] · ∂metric/∂a[t, j]. A cell's estimate is the sum of its elements.
-    public func elementwise(_ point: HookPoint) -> [Double] {
+    public func elementwise(_ point: HookPoint) -> [Double] { elementwise(point, gradients: grads) }
+
+    func elementwise(_ point: HookPoint, gradients: [HookPoint: [Float]]) -> [Double] {
         let w = point.kind.width(model.config), T = positions
-        guard let b = baseActs[point], let s = sourceActs[point], let g = grads[point] else {
+        guard let b = baseActs[point], let s = sourceActs[point], let g = gradients[point] else {
             preconditionFailure("\(point) was not among the attribution's points")
         }
         var out = [Double](repeating: 0, count: T * w)
@@ -194,5 +199,42 @@ public final class AttributionPass {
             }
         }
         return total / Double(pairs.count)
+    }
+
+    /// AtP*'s GradDrop (Kramár et al. 2024, eq. 11) for each run: (1/(L−1)) Σ_ℓ |estimate_ℓ(run)|, where estimate_ℓ
+    /// is the linear estimate with the gradient through block ℓ dropped (block ℓ's attention and MLP outputs treated
+    /// as constants: the gradient passes the block by the residual alone; its branch points get zero, its residual
+    /// points the gradient passing by). A magnitude for ranking, robust
+    /// to cancelling direct and indirect effects; for a run with a direct effect only it equals |linear estimate|.
+    /// Costs L backward passes.
+    public func gradDrop(_ runs: [[Patch]]) -> [Double] {
+        let c = model.config, L = c.layers, n = baseLayout.rows
+        var sums = [Double](repeating: 0, count: runs.count)
+        for dropped in 0..<L {
+            let dx = FloatBuffer(dFinal.count)
+            dx.pointer.update(from: dFinal, count: dFinal.count)
+            var g: [HookPoint: [Float]] = [:]
+            let keep: GradientObserver = { p, grad in
+                guard self.allPoints.contains(p) else { return }
+                g[p] = Array(UnsafeBufferPointer(start: grad, count: n * p.kind.width(c)))
+            }
+            model.backwardLayers(dx, layout: baseLayout, layers: (dropped + 1)..<L, tape: baseTape, observe: keep)
+            // Block ℓ's residual points see the gradient that passes it by the identity; its branch points see none.
+            for p in allPoints where p.layer == dropped {
+                let residual = p.kind == .residPre || p.kind == .residMid || p.kind == .residPost
+                g[p] = residual ? dx.array : [Float](repeating: 0, count: n * p.kind.width(c))
+            }
+            model.backwardLayers(dx, layout: baseLayout, layers: 0..<dropped, tape: baseTape, observe: keep)
+            var elements: [HookPoint: [Double]] = [:]
+            for (i, run) in runs.enumerated() {
+                var est = 0.0
+                for p in run {
+                    if elements[p.point] == nil { elements[p.point] = elementwise(p.point, gradients: g) }
+                    est += linearEffect(p, elements: elements[p.point])
+                }
+                sums[i] += abs(est)
+            }
+        }
+        return sums.map { $0 / Double(max(L - 1, 1)) }
     }
 }

@@ -71,6 +71,8 @@ public struct TraceResult: Sendable {
     public var seconds: Double
     /// Attribution only: the components with the largest estimated effects (by |effect|), best first.
     public var components: [ComponentEstimate] = []
+    /// Attribution with verification: cells re-run with exact patching (`Tracer.verify`).
+    public var verified: [VerifiedCell] = []
     /// Scores rescaled so clean = 1, corrupted = 0.
     public var normalized: [[Double]] { scores.map { $0.map { Metric.normalize($0, clean: clean, corrupted: corrupted) } } }
 }
@@ -146,19 +148,7 @@ public final class Tracer {
         let t0 = Date()
         let c = model.config, L = c.layers, T = cleanIDs.count
         let metric = metric(s.metric, foil: foil)
-        var cells: [(row: Int, layer: Int, patches: [Patch])] = []
-        for l in 0..<L {
-            let layers = s.kind == .resid || s.kind == .heads ? l..<(l + 1) : windowLayers(l, window: s.window)
-            if s.kind == .heads {
-                for h in 0..<c.heads {
-                    cells.append((h, l, layers.map { Patch(HookPoint($0, .attnZ), positions: Array(0..<T), heads: [h]) }))
-                }
-            } else {
-                for t in 0..<T {
-                    cells.append((t, l, layers.map { Patch(HookPoint($0, s.kind.hook), positions: [t]) }))
-                }
-            }
-        }
+        let cells = sweepCells(s)
         let points = Set(cells.flatMap { $0.patches.map(\.point) })
         let denoise = s.direction == .denoise
         let engine = try PatchingEngine(model: model, baseTokens: denoise ? corruptedIDs : [cleanIDs],

@@ -6,6 +6,7 @@ import Llama
 extension TraceKind: ExpressibleByArgument {}
 extension MetricKind: ExpressibleByArgument {}
 extension PatchDirection: ExpressibleByArgument {}
+extension TraceMethod: ExpressibleByArgument {}
 
 struct TraceCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -26,7 +27,13 @@ struct TraceCommand: ParsableCommand {
     @Option(help: "A JSON dataset (prompt/subject records) whose subjects set the default ν.") var noiseDataset: String?
     @Option(help: "prob, logit-diff or kl.") var metric: MetricKind = .prob
     @Option(help: "The foil token for logit-diff (default: the corrupted run's answer).") var foil: String?
-    @Option(help: "resid, mlp, attn, heads or all (= resid, mlp, attn).") var kind: String = "all"
+    @Option(help: "resid, mlp, attn, heads, neurons (attribution only) or all (= resid, mlp, attn).") var kind: String = "all"
+    @Option(help: "exact (patch every cell) or attribution (first-order estimates from one backward pass; AtP).")
+    var method: TraceMethod = .exact
+    @Option(help: "Attribution: how many top heads × positions (heads) or neurons × positions (neurons) to report.")
+    var topK: Int = 20
+    @Option(help: "Attribution: exact patching of the K top-ranked cells and of K random others, side by side.")
+    var verify: Int?
     @Option(help: "Layers restored together for mlp/attn (ROME: 10).") var window: Int?
     @Option(help: "Noise samples.") var samples: Int = 10
     @Option(help: "Random seed for the noise.") var seed: UInt64 = 1
@@ -71,15 +78,19 @@ struct TraceCommand: ParsableCommand {
         switch kind {
         case "all": kinds = [(.resid, 1), (.mlp, window ?? 10), (.attn, window ?? 10)]
         default:
-            guard let k = TraceKind(rawValue: kind) else { throw ValidationError("--kind must be resid, mlp, attn, heads or all") }
-            kinds = [(k, k == .resid || k == .heads ? 1 : (window ?? 1))]
+            guard let k = TraceKind(rawValue: kind) else {
+                throw ValidationError("--kind must be resid, mlp, attn, heads, neurons or all")
+            }
+            kinds = [(k, k == .resid || k == .heads || k == .neurons ? 1 : (window ?? 1))]
         }
         var results: [TraceResult] = []
         for (k, w) in kinds {
             let bar = ProgressBar(label: "trace \(k.rawValue)", quiet: json)
-            let r = try tracer.trace(TraceSettings(kind: k, window: w, metric: metric, direction: direction, naive: naive),
+            var r = try tracer.trace(TraceSettings(kind: k, window: w, metric: metric, direction: direction, naive: naive,
+                                                   method: method, topK: topK),
                                      foil: foilID, progress: { bar.update($0, $1, unit: "cells") })
             bar.finish()
+            if let verify, method == .attribution { r = try tracer.verify(r, top: verify, sample: verify, foil: foilID) }
             results.append(r)
         }
         if let out { try TraceStore.write(results, prompt: prompt, provenance: m.provenance, to: out) }
@@ -104,8 +115,21 @@ struct TraceCommand: ParsableCommand {
             var best = (score: -Double.infinity, row: 0, layer: 0)
             for (i, row) in r.scores.enumerated() { for (l, v) in row.enumerated() where v > best.score { best = (v, i, l) } }
             let rowName = r.settings.kind == .heads ? "head \(best.row)" : "token \(best.row) \(show(r.tokens[best.row]))"
-            print(String(format: "%-6@ window %2d: peak %.4f at layer %d, %@ (%.1f s)", r.settings.kind.rawValue,
-                         r.settings.window, best.score, best.layer, rowName, r.seconds))
+            print(String(format: "%-6@ window %2d: peak %.4f at layer %d, %@ (%.2f s)%@", r.settings.kind.rawValue,
+                         r.settings.window, best.score, best.layer, rowName, r.seconds,
+                         r.settings.method == .attribution ? " [attribution estimate]" : ""))
+            for c in r.components.prefix(5) {
+                let what = r.settings.kind == .heads ? "head" : "neuron"
+                print(String(format: "       L%d %@ %d at token %d %@: effect %+.4f", c.layer, what, c.index, c.position,
+                             show(r.tokens[c.position]), c.effect))
+            }
+            if !r.verified.isEmpty {
+                print("       verified (row, layer: estimate vs exact):")
+                for v in r.verified {
+                    print(String(format: "       %@ %3d, %2d: %.4f vs %.4f", v.topRanked ? "top " : "rand", v.row, v.layer,
+                                 v.estimate, v.exact))
+                }
+            }
             if r.settings.kind == .mlp, let s = r.subject {
                 let row = r.scores[s.upperBound]
                 let l = row.enumerated().max { $0.element < $1.element }!.offset

@@ -226,3 +226,90 @@ final class AttributionTests: XCTestCase {
         }
     }
 }
+
+/// Attribution results on disk: the method, top components and verified cells survive HDF5 and appear in JSON.
+final class AttributionStoreTests: XCTestCase {
+    func testMethodComponentsAndVerifiedRoundTrip() throws {
+        var r = TraceOutputTests.small(kind: .heads, metric: .logitDiff, foil: 3)
+        r.settings.method = .attribution
+        r.components = [ComponentEstimate(layer: 2, position: 5, index: 1, effect: -0.25),
+                        ComponentEstimate(layer: 0, position: 1, index: 3, effect: 0.125)]
+        r.verified = [VerifiedCell(row: 1, layer: 2, estimate: 0.5, exact: 0.375, topRanked: true),
+                      VerifiedCell(row: 0, layer: 1, estimate: 0.0625, exact: -0.5, topRanked: false)]
+        let exact = TraceOutputTests.small(kind: .resid)
+        let path = NSTemporaryDirectory() + "atp-\(UUID().uuidString).h5"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try TraceStore.write([r, exact], prompt: "p", provenance: nil, to: path)
+        let back = try TraceStore.read(path).results
+        XCTAssertEqual(back[0].settings.method, .attribution)
+        XCTAssertEqual(back[0].components, r.components)
+        XCTAssertEqual(back[0].verified, r.verified)
+        XCTAssertEqual(back[1].settings.method, .exact)
+        XCTAssertEqual(back[1].components, [])
+        let json = TraceStore.json([r, exact], prompt: "p")["results"] as! [[String: Any]]
+        XCTAssertEqual(json[0]["method"] as? String, "attribution")
+        XCTAssertEqual(json[0]["estimate"] as? Bool, true)
+        XCTAssertEqual((json[0]["components"] as? [[String: Any]])?.count, 2)
+        XCTAssertEqual(json[1]["method"] as? String, "exact")
+        XCTAssertTrue(JSONSerialization.isValidJSONObject(TraceStore.json([r], prompt: "p")))
+    }
+}
+
+/// GradDrop against finite differences: each dropped-block estimate is the directional derivative of the metric
+/// in a forward where block ℓ's `hook_attn_out` and `hook_mlp_out` are pinned to their base values (so nothing
+/// flows through block ℓ's branches), and GradDrop = Σ_ℓ |that| / (L − 1).
+extension AttributionTests {
+    func testGradDropMatchesFiniteDifferencesWithPinnedBlocks() throws {
+        let t = self
+        let model = t.model, c = model.config, L = c.layers, T = t.clean.count
+        let kinds: [HookKind] = [.residPre, .attnOut, .mlpOut, .residMid]
+        let points = (0..<L).flatMap { l in kinds.map { HookPoint(l, $0) } }
+        let pinned = (0..<L).flatMap { [HookPoint($0, .attnOut), HookPoint($0, .mlpOut)] }
+        var largest = 0.0
+        for s in t.setups() {
+            let nb = s.base.count, ns = s.source.count
+            let pairs = (0..<max(nb, ns)).map { (nb == 1 ? 0 : $0, ns == 1 ? 0 : $0) }
+            let baseActs = try t.record(model, s.base, s.baseHooks, points + pinned)
+            let srcActs = try t.record(model, s.source, s.sourceHooks, points)
+            for m in try t.metrics(model).prefix(2) {
+                let pass = try AttributionPass(model: model, baseTokens: s.base, baseInterventions: s.baseHooks,
+                                               sourceTokens: s.source, sourceInterventions: s.sourceHooks, metric: m,
+                                               points: Set(points))
+                let runs = points.flatMap { p in (0..<T).map { [Patch(p, positions: [$0])] } }
+                let gd = pass.gradDrop(runs)
+                for (run, got) in zip(runs, gd) {
+                    let p = run[0].point, pos = run[0].positions[0], w = p.kind.width(c)
+                    var sum = 0.0
+                    for dropped in 0..<L {
+                        func f(_ eps: Float) throws -> Double {
+                            var hooks = s.baseHooks
+                            hooks.add(p) { a in
+                                for (i, pair) in pairs.enumerated() {
+                                    let r = a.layout.row(seq: i, pos: pos) * w
+                                    let rb = pair.0 * T * w + pos * w, rs = pair.1 * T * w + pos * w
+                                    for j in 0..<w { a.data[r + j] += eps * (srcActs[p]![rs + j] - baseActs[p]![rb + j]) }
+                                }
+                            }
+                            for q in [HookPoint(dropped, .attnOut), HookPoint(dropped, .mlpOut)] {
+                                hooks.add(q) { a in
+                                    for (i, pair) in pairs.enumerated() {
+                                        for j in 0..<(T * w) { a.data[i * T * w + j] = baseActs[q]![pair.0 * T * w + j] }
+                                    }
+                                }
+                            }
+                            let out = try model.forward(pairs.map { s.base[$0.0] }, hooks: hooks)
+                            return (0..<pairs.count).map { m.score(fullLogits: out.row($0)) }.reduce(0, +) / Double(pairs.count)
+                        }
+                        let eps: Float = 1e-2
+                        let d1 = (try f(eps) - f(-eps)) / (2 * Double(eps)), d2 = (try f(2 * eps) - f(-2 * eps)) / (4 * Double(eps))
+                        sum += abs((4 * d1 - d2) / 3)
+                    }
+                    let expected = sum / Double(L - 1)
+                    largest = max(largest, expected)
+                    XCTAssertEqual(got, expected, accuracy: 1e-3 * (1 + expected), "\(s.name) \(m.kind) \(p) t\(pos)")
+                }
+            }
+        }
+        XCTAssertGreaterThan(largest, 0.05)
+    }
+}
