@@ -76,7 +76,7 @@ public final class AttributionPass {
         for p in points where p.kind == .attnQ || p.kind == .attnK { all.insert(HookPoint(p.layer, .attnZ)) }
         for p in all { precondition((0..<c.layers).contains(p.layer), "no layer \(p.layer) to attribute") }
 
-        func run(_ tokens: [[Int]], _ interventions: Hooks, _ tape: ForwardTape) throws -> ([HookPoint: [Float]], LlamaModel.Output) {
+        func run(_ tokens: [[Int]], _ interventions: Hooks, _ tape: ForwardTape?) throws -> ([HookPoint: [Float]], LlamaModel.Output) {
             var hooks = interventions
             var store: [HookPoint: [Float]] = [:]
             for p in all { hooks.add(p) { a in store[p] = Array(a.buffer) } }
@@ -85,7 +85,9 @@ public final class AttributionPass {
         }
         baseTape = ForwardTape(); sourceTape = ForwardTape()
         let (bActs, bOut) = try run(baseTokens, baseInterventions, baseTape)
-        let (sActs, sOut) = try run(sourceTokens, sourceInterventions, sourceTape)
+        // The source run's tape is read by the QK fix only.
+        let qk = all.contains { $0.kind == .attnQ || $0.kind == .attnK }
+        let (sActs, sOut) = try run(sourceTokens, sourceInterventions, qk ? sourceTape : nil)
         baseActs = bActs; sourceActs = sActs
         baseLayout = bOut.layout; sourceLayout = sOut.layout
         baseLogits = (0..<nb).map { bOut.row($0) }

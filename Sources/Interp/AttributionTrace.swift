@@ -5,8 +5,11 @@ import Llama
 public enum AttributionError: Error, CustomStringConvertible, Equatable {
     /// Exact patching of every MLP neuron is not offered (one forward per neuron × position).
     case exactNeurons
+    /// GradDrop is offered for cells of resid, mlp, attn and heads.
+    case gradDropNeurons
     public var description: String {
         switch self {
+        case .gradDropNeurons: return "--graddrop is not available for kind neurons (use resid, mlp, attn or heads)"
         case .exactNeurons: return "kind neurons is only available with --method attribution (exact patching would need one run per neuron and position)"
         }
     }
@@ -56,7 +59,8 @@ extension Tracer {
     /// its patches (windows: the sum of the window's single-layer estimates). Same grid as `trace`; for `heads` the
     /// head × position estimates and for `neurons` the neuron × position estimates also fill `components` (top
     /// `s.topK` by |effect|). For `neurons` the grid holds, per position and layer, the base score plus the sum over
-    /// that layer's neurons (which equals the single-layer `hook_mlp_out` estimate, W_down being linear).
+    /// that layer's neurons (which equals the single-layer `hook_mlp_out` estimate, W_down being linear). With
+    /// `s.gradDrop` each cell is the base score ± its GradDrop magnitude (the sign of its plain estimate).
     public func attribute(_ s: TraceSettings, foil: Int? = nil) throws -> TraceResult {
         guard s.window >= 1 else { throw InterpError.badWindow(s.window) }
         let t0 = Date()
@@ -95,6 +99,14 @@ extension Tracer {
             for cell in sweepCells(s) {
                 grid[cell.row][cell.layer] = pass.baseScore
                     + cell.patches.reduce(0) { $0 + pass.linearEffect($1, elements: elements[$1.point]) }
+            }
+        }
+        if s.gradDrop {
+            guard s.kind != .neurons else { throw AttributionError.gradDropNeurons }
+            let cells = sweepCells(s)
+            for (cell, gd) in zip(cells, pass.gradDrop(cells.map(\.patches))) {
+                let linear = grid[cell.row][cell.layer] - pass.baseScore
+                grid[cell.row][cell.layer] = pass.baseScore + (linear < 0 ? -gd : gd)
             }
         }
         components.sort { abs($0.effect) != abs($1.effect) ? abs($0.effect) > abs($1.effect)

@@ -47,10 +47,12 @@ public struct TraceSettings: Sendable {
     public var method: TraceMethod = .exact
     /// Top components (head × position, neuron × position) kept in `TraceResult.components` by attribution.
     public var topK = 20
+    /// Attribution: AtP*'s GradDrop magnitudes (`AttributionPass.gradDrop`), signed by the plain estimate.
+    public var gradDrop = false
     public init(kind: TraceKind = .mlp, window: Int = 1, metric: MetricKind = .prob, direction: PatchDirection = .denoise,
-                naive: Bool = false, method: TraceMethod = .exact, topK: Int = 20) {
+                naive: Bool = false, method: TraceMethod = .exact, topK: Int = 20, gradDrop: Bool = false) {
         self.kind = kind; self.window = window; self.metric = metric; self.direction = direction; self.naive = naive
-        self.method = method; self.topK = topK
+        self.method = method; self.topK = topK; self.gradDrop = gradDrop
     }
 }
 

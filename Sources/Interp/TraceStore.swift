@@ -39,7 +39,7 @@ public enum TraceStoreError: Error, CustomStringConvertible, Equatable {
 ///         attrs              index (order of results), kind, rows ("positions"/"heads"), hook_name, window,
 ///                            metric, direction, naive, answer_id, answer_text, foil_id (−1 = none),
 ///                            subject_first, subject_last (−1 = none), clean, corrupted, seconds,
-///                            method ("exact" or "attribution"; absent = exact)
+///                            method ("exact" or "attribution"; absent = exact), graddrop (bool)
 ///         components         attribution only: float64 [k, 4] rows (layer, position, head or neuron, effect)
 ///         verified           attribution with verification: float64 [m, 5] rows (row, layer, estimate, exact,
 ///                            1 = top-ranked / 0 = random sample)
@@ -94,6 +94,7 @@ public enum TraceStore {
                 try g.setAttribute("corrupted", r.corrupted)
                 try g.setAttribute("seconds", r.seconds)
                 try g.setAttribute("method", s.method.rawValue)
+                try g.setAttribute("graddrop", s.gradDrop)
                 if !r.components.isEmpty {
                     try g.write(r.components.flatMap { [Double($0.layer), Double($0.position), Double($0.index), $0.effect] },
                                 shape: [r.components.count, 4], to: "components")
@@ -163,7 +164,7 @@ public enum TraceStore {
                 "scores": r.scores.map { $0.map(num) },
                 "normalized": r.normalized.map { $0.map(num) },
                 "clean": num(r.clean), "corrupted": num(r.corrupted), "seconds": num(r.seconds),
-                "method": s.method.rawValue, "estimate": s.method == .attribution,
+                "method": s.method.rawValue, "estimate": s.method == .attribution, "graddrop": s.gradDrop,
                 "components": r.components.map { ["layer": $0.layer, "position": $0.position, "index": $0.index,
                                                   "effect": num($0.effect)] as [String: Any] },
                 "verified": r.verified.map { ["row": $0.row, "layer": $0.layer, "estimate": num($0.estimate),
@@ -242,7 +243,8 @@ public enum TraceStore {
                                      metric: try parse("metric", MetricKind.self),
                                      direction: try parse("direction", PatchDirection.self),
                                      naive: try g.boolAttribute("naive"),
-                                     method: g.hasAttribute("method") ? try parse("method", TraceMethod.self) : .exact)
+                                     method: g.hasAttribute("method") ? try parse("method", TraceMethod.self) : .exact,
+                                     gradDrop: g.hasAttribute("graddrop") ? try g.boolAttribute("graddrop") : false)
         let (flat, shape) = try g.read("scores", as: Double.self)
         guard shape.count == 2 else {
             throw TraceStoreError.badValue(object: "\(g.path)/scores", value: "shape \(shape)")

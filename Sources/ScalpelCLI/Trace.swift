@@ -34,6 +34,8 @@ struct TraceCommand: ParsableCommand {
     var topK: Int = 20
     @Option(help: "Attribution: exact patching of the K top-ranked cells and of K random others, side by side.")
     var verify: Int?
+    @Flag(help: "Attribution: AtP*'s GradDrop magnitudes (L backward passes), signed by the plain estimate.")
+    var graddrop = false
     @Option(help: "Layers restored together for mlp/attn (ROME: 10).") var window: Int?
     @Option(help: "Noise samples.") var samples: Int = 10
     @Option(help: "Random seed for the noise.") var seed: UInt64 = 1
@@ -48,6 +50,9 @@ struct TraceCommand: ParsableCommand {
     func run() throws {
         try requirePrompt(prompt)
         guard samples >= 1 else { throw ValidationError("--samples must be at least 1") }
+        guard method == .attribution || (verify == nil && !graddrop) else {
+            throw ValidationError("--verify and --graddrop need --method attribution")
+        }
         let m = try model.open()
         let corr: Corruption
         switch corruption {
@@ -87,7 +92,7 @@ struct TraceCommand: ParsableCommand {
         for (k, w) in kinds {
             let bar = ProgressBar(label: "trace \(k.rawValue)", quiet: json)
             var r = try tracer.trace(TraceSettings(kind: k, window: w, metric: metric, direction: direction, naive: naive,
-                                                   method: method, topK: topK),
+                                                   method: method, topK: topK, gradDrop: graddrop),
                                      foil: foilID, progress: { bar.update($0, $1, unit: "cells") })
             bar.finish()
             if let verify, method == .attribution { r = try tracer.verify(r, top: verify, sample: verify, foil: foilID) }
