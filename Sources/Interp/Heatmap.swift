@@ -95,7 +95,7 @@ public enum Heatmap {
         let base = s.direction == .denoise
             ? "Impact of restoring \(componentName(s.kind)) after corrupted input"
             : "Impact of corrupting \(componentName(s.kind)) in the clean run"
-        return base + windowSuffix(s)
+        return base + windowSuffix(s) + (s.method == .attribution ? " [attribution estimate]" : "")
     }
 
     /// The x-axis label, e.g. "center of interval of 10 patched MLP layers".
@@ -104,6 +104,7 @@ public enum Heatmap {
         switch s.kind {
         case .resid: return "single patched layer"
         case .heads: return "layer of the patched head (all positions)"
+        case .neurons: return "layer (sum over its MLP neurons)"
         case .mlp, .attn:
             let name = s.kind == .mlp ? "MLP" : "attention"
             return s.window > 1 ? "center of interval of \(s.window) patched \(name) layers" : "single patched \(name) layer"
@@ -143,6 +144,7 @@ public enum Heatmap {
         case .mlp: return "MLP"
         case .attn: return "Attn"
         case .heads: return "single attention heads"
+        case .neurons: return "MLP neurons"
         }
     }
 
@@ -174,7 +176,7 @@ struct ColorMap {
         switch kind {
         case .resid: return ColorMap(name: "purples", hex: ["fcfbfd", "efedf5", "dadaeb", "bcbddc", "9e9ac8",
                                                             "807dba", "6a51a3", "54278f", "3f007d"])
-        case .mlp: return ColorMap(name: "greens", hex: ["f7fcf5", "e5f5e0", "c7e9c0", "a1d99b", "74c476",
+        case .mlp, .neurons: return ColorMap(name: "greens", hex: ["f7fcf5", "e5f5e0", "c7e9c0", "a1d99b", "74c476",
                                                          "41ab5d", "238b45", "006d2c", "00441b"])
         case .attn: return ColorMap(name: "reds", hex: ["fff5f0", "fee0d2", "fcbba1", "fc9272", "fb6a4a",
                                                         "ef3b2c", "cb181d", "a50f15", "67000d"])

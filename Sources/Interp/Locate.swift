@@ -86,10 +86,11 @@ public enum Locator {
     /// Traces `kind` (ROME: MLP, window 10) over each fact the model answers correctly and averages by bucket.
     /// - Parameters:
     ///   - noiseStd: ν; default 3 × the std of the facts' subject-token embeddings.
+    ///   - method: exact traces, or attribution estimates (windows = sums of single-layer estimates).
     ///   - progress: (facts done, total).
     public static func run(model: LlamaModel, tokenizer: Tokenizer, facts: [KnownFact], kind: TraceKind = .mlp,
                            window: Int = 10, samples: Int = 10, seed: UInt64 = 1, noiseStd: Float? = nil,
-                           progress: ((Int, Int) -> Void)? = nil) throws -> LocateResult {
+                           method: TraceMethod = .exact, progress: ((Int, Int) -> Void)? = nil) throws -> LocateResult {
         let t0 = Date()
         let std = noiseStd ?? 3 * Corruption.embeddingStd(model: model, tokenizer: tokenizer, subjects: facts.map(\.subject))
         let L = model.config.layers
@@ -109,7 +110,7 @@ public enum Locator {
             guard let tracer = try? Tracer(model: model, tokenizer: tokenizer, prompt: fact.prompt, subject: fact.subject,
                                            corruption: .noise(std: std, samples: samples, seed: seed &+ UInt64(i))),
                   let subject = tracer.subject else { continue }
-            let r = try tracer.trace(TraceSettings(kind: kind, window: window, metric: .prob))
+            let r = try tracer.trace(TraceSettings(kind: kind, window: window, metric: .prob, method: method))
             used.append(fact)
             for t in 0..<ids.count {
                 let b = TokenBucket.allCases.firstIndex(of: TokenBucket.of(t, subject: subject, length: ids.count))!

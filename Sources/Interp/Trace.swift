@@ -11,6 +11,9 @@ public enum TraceKind: String, CaseIterable, Sendable, Codable {
     case attn
     /// Single heads' `attn.hook_z` at all positions: a layer × head grid.
     case heads
+    /// MLP neurons (`blocks.{l}.mlp.hook_post`), attribution only: a position × layer grid of the sums over each
+    /// layer's neurons, plus the top neurons (`TraceResult.components`).
+    case neurons
 
     var hook: HookKind {
         switch self {
@@ -18,6 +21,7 @@ public enum TraceKind: String, CaseIterable, Sendable, Codable {
         case .mlp: return .mlpOut
         case .attn: return .attnOut
         case .heads: return .attnZ
+        case .neurons: return .mlpPost
         }
     }
 }
@@ -39,9 +43,16 @@ public struct TraceSettings: Sendable {
     public var direction: PatchDirection = .denoise
     /// Evaluate every cell with a full forward pass (the oracle for the fast path).
     public var naive = false
+    /// Exact patching, or attribution-patching estimates (`Tracer.attribute`).
+    public var method: TraceMethod = .exact
+    /// Top components (head × position, neuron × position) kept in `TraceResult.components` by attribution.
+    public var topK = 20
+    /// Attribution: AtP*'s GradDrop magnitudes (`AttributionPass.gradDrop`), signed by the plain estimate.
+    public var gradDrop = false
     public init(kind: TraceKind = .mlp, window: Int = 1, metric: MetricKind = .prob, direction: PatchDirection = .denoise,
-                naive: Bool = false) {
+                naive: Bool = false, method: TraceMethod = .exact, topK: Int = 20, gradDrop: Bool = false) {
         self.kind = kind; self.window = window; self.metric = metric; self.direction = direction; self.naive = naive
+        self.method = method; self.topK = topK; self.gradDrop = gradDrop
     }
 }
 
@@ -60,6 +71,10 @@ public struct TraceResult: Sendable {
     public var clean: Double
     public var corrupted: Double
     public var seconds: Double
+    /// Attribution only: the components with the largest estimated effects (by |effect|), best first.
+    public var components: [ComponentEstimate] = []
+    /// Attribution with verification: cells re-run with exact patching (`Tracer.verify`).
+    public var verified: [VerifiedCell] = []
     /// Scores rescaled so clean = 1, corrupted = 0.
     public var normalized: [[Double]] { scores.map { $0.map { Metric.normalize($0, clean: clean, corrupted: corrupted) } } }
 }
@@ -130,22 +145,12 @@ public final class Tracer {
     /// Runs one sweep. `progress` gets (cells done, total).
     public func trace(_ s: TraceSettings, foil: Int? = nil, progress: ((Int, Int) -> Void)? = nil) throws -> TraceResult {
         guard s.window >= 1 else { throw InterpError.badWindow(s.window) }
+        if s.method == .attribution { return try attribute(s, foil: foil) }
+        guard s.kind != .neurons else { throw AttributionError.exactNeurons }
         let t0 = Date()
         let c = model.config, L = c.layers, T = cleanIDs.count
         let metric = metric(s.metric, foil: foil)
-        var cells: [(row: Int, layer: Int, patches: [Patch])] = []
-        for l in 0..<L {
-            let layers = s.kind == .resid || s.kind == .heads ? l..<(l + 1) : windowLayers(l, window: s.window)
-            if s.kind == .heads {
-                for h in 0..<c.heads {
-                    cells.append((h, l, layers.map { Patch(HookPoint($0, .attnZ), positions: Array(0..<T), heads: [h]) }))
-                }
-            } else {
-                for t in 0..<T {
-                    cells.append((t, l, layers.map { Patch(HookPoint($0, s.kind.hook), positions: [t]) }))
-                }
-            }
-        }
+        let cells = sweepCells(s)
         let points = Set(cells.flatMap { $0.patches.map(\.point) })
         let denoise = s.direction == .denoise
         let engine = try PatchingEngine(model: model, baseTokens: denoise ? corruptedIDs : [cleanIDs],

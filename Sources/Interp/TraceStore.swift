@@ -38,7 +38,11 @@ public enum TraceStoreError: Error, CustomStringConvertible, Equatable {
 ///         tokens             variable-length UTF-8 strings, the prompt's token texts
 ///         attrs              index (order of results), kind, rows ("positions"/"heads"), hook_name, window,
 ///                            metric, direction, naive, answer_id, answer_text, foil_id (−1 = none),
-///                            subject_first, subject_last (−1 = none), clean, corrupted, seconds
+///                            subject_first, subject_last (−1 = none), clean, corrupted, seconds,
+///                            method ("exact" or "attribution"; absent = exact), graddrop (bool)
+///         components         attribution only: float64 [k, 4] rows (layer, position, head or neuron, effect)
+///         verified           attribution with verification: float64 [m, 5] rows (row, layer, estimate, exact,
+///                            1 = top-ranked / 0 = random sample)
 ///
 /// HDF5 strings cannot hold NUL, so a NUL character in the prompt or a token is stored as U+FFFD.
 public enum TraceStore {
@@ -89,6 +93,16 @@ public enum TraceStore {
                 try g.setAttribute("clean", r.clean)
                 try g.setAttribute("corrupted", r.corrupted)
                 try g.setAttribute("seconds", r.seconds)
+                try g.setAttribute("method", s.method.rawValue)
+                try g.setAttribute("graddrop", s.gradDrop)
+                if !r.components.isEmpty {
+                    try g.write(r.components.flatMap { [Double($0.layer), Double($0.position), Double($0.index), $0.effect] },
+                                shape: [r.components.count, 4], to: "components")
+                }
+                if !r.verified.isEmpty {
+                    try g.write(r.verified.flatMap { [Double($0.row), Double($0.layer), $0.estimate, $0.exact, $0.topRanked ? 1 : 0] },
+                                shape: [r.verified.count, 5], to: "verified")
+                }
             }
         }
     }
@@ -150,6 +164,11 @@ public enum TraceStore {
                 "scores": r.scores.map { $0.map(num) },
                 "normalized": r.normalized.map { $0.map(num) },
                 "clean": num(r.clean), "corrupted": num(r.corrupted), "seconds": num(r.seconds),
+                "method": s.method.rawValue, "estimate": s.method == .attribution, "graddrop": s.gradDrop,
+                "components": r.components.map { ["layer": $0.layer, "position": $0.position, "index": $0.index,
+                                                  "effect": num($0.effect)] as [String: Any] },
+                "verified": r.verified.map { ["row": $0.row, "layer": $0.layer, "estimate": num($0.estimate),
+                                              "exact": num($0.exact), "top_ranked": $0.topRanked] as [String: Any] },
             ]
         }
         return out
@@ -223,7 +242,9 @@ public enum TraceStore {
         let settings = TraceSettings(kind: try parse("kind", TraceKind.self), window: try g.intAttribute("window"),
                                      metric: try parse("metric", MetricKind.self),
                                      direction: try parse("direction", PatchDirection.self),
-                                     naive: try g.boolAttribute("naive"))
+                                     naive: try g.boolAttribute("naive"),
+                                     method: g.hasAttribute("method") ? try parse("method", TraceMethod.self) : .exact,
+                                     gradDrop: g.hasAttribute("graddrop") ? try g.boolAttribute("graddrop") : false)
         let (flat, shape) = try g.read("scores", as: Double.self)
         guard shape.count == 2 else {
             throw TraceStoreError.badValue(object: "\(g.path)/scores", value: "shape \(shape)")
@@ -239,11 +260,27 @@ public enum TraceStore {
             subject = first...last
         }
         let foil = try g.intAttribute("foil_id")
-        return TraceResult(settings: settings, hookName: try g.stringAttribute("hook_name"),
+        var r = TraceResult(settings: settings, hookName: try g.stringAttribute("hook_name"),
                            tokens: try g.readStrings("tokens"), subject: subject,
                            answer: try g.intAttribute("answer_id"), answerText: try g.stringAttribute("answer_text"),
                            foil: foil >= 0 ? foil : nil, scores: scores,
                            clean: try g.doubleAttribute("clean"), corrupted: try g.doubleAttribute("corrupted"),
                            seconds: try g.doubleAttribute("seconds"))
+        if try g.kind(of: "components") == .dataset {
+            let (v, shape) = try g.read("components", as: Double.self)
+            guard shape.count == 2, shape[1] == 4 else { throw TraceStoreError.badValue(object: "\(g.path)/components", value: "shape \(shape)") }
+            r.components = (0..<shape[0]).map { i in
+                ComponentEstimate(layer: Int(v[4 * i]), position: Int(v[4 * i + 1]), index: Int(v[4 * i + 2]), effect: v[4 * i + 3])
+            }
+        }
+        if try g.kind(of: "verified") == .dataset {
+            let (v, shape) = try g.read("verified", as: Double.self)
+            guard shape.count == 2, shape[1] == 5 else { throw TraceStoreError.badValue(object: "\(g.path)/verified", value: "shape \(shape)") }
+            r.verified = (0..<shape[0]).map { i in
+                VerifiedCell(row: Int(v[5 * i]), layer: Int(v[5 * i + 1]), estimate: v[5 * i + 2], exact: v[5 * i + 3],
+                             topRanked: v[5 * i + 4] != 0)
+            }
+        }
+        return r
     }
 }

@@ -14,6 +14,13 @@ import Linalg
 // The backward is exact only for a forward without hooks, or with hooks that add constants (e.g. a fixed
 // vector added at `hook_mlp_out`): hooks that read or overwrite activations are not differentiated.
 
+/// Receives ∂L/∂(activation at `point`) as the backward pass goes by it: `gradient` is [N, width of the point's
+/// kind], valid only during the call (copy what you keep). Reported points per layer l, in this order:
+/// `hook_resid_post` and `hook_mlp_out` (the same buffer), `mlp.hook_post`, `hook_resid_mid` and `hook_attn_out`
+/// (the same buffer), `attn.hook_z`, `attn.hook_v`, `attn.hook_q` and `attn.hook_k` (before RoPE, like the hooks),
+/// `hook_resid_pre`. Gradients of keys/values of prefix positions (read from a cache) are not reported.
+public typealias GradientObserver = (_ point: HookPoint, _ gradient: UnsafePointer<Float>) -> Void
+
 extension LlamaModel {
     /// Backward of the final RMSNorm and output head at `rows`.
     ///
@@ -53,7 +60,9 @@ extension LlamaModel {
     /// - Parameters:
     ///   - layout: the batch layout of the forward pass.
     ///   - tape: filled by `runLayers(..., tape:)` for (at least) `layers`.
-    public func backwardLayers(_ dx: FloatBuffer, layout: BatchLayout, layers: Range<Int>, tape: ForwardTape) {
+    ///   - observe: when given, receives the gradient at every hook point of `layers` (see `GradientObserver`).
+    public func backwardLayers(_ dx: FloatBuffer, layout: BatchLayout, layers: Range<Int>, tape: ForwardTape,
+                               observe: GradientObserver? = nil) {
         let n = layout.rows
         precondition(dx.count == n * config.dModel, "dx has \(dx.count) values for \(n) rows × \(config.dModel)")
         guard n > 0, !layers.isEmpty else { return }
@@ -61,20 +70,29 @@ extension LlamaModel {
         rope.reserve(Int(scratch.positions.max() ?? 0) + 1)
         for l in layers.reversed() {
             guard let lt = tape.layers[l] else { preconditionFailure("the tape holds no values for layer \(l)") }
-            mlpBackward(l, dx: dx, tape: lt, scratch: scratch)
-            attentionBlockBackward(l, dx: dx, dAttnOut: dx, layout: layout, tape: lt, scratch: scratch)
+            if let observe {
+                observe(HookPoint(l, .residPost), dx.pointer); observe(HookPoint(l, .mlpOut), dx.pointer)
+            }
+            mlpBackward(l, dx: dx, tape: lt, scratch: scratch, observe: observe)
+            if let observe {
+                observe(HookPoint(l, .residMid), dx.pointer); observe(HookPoint(l, .attnOut), dx.pointer)
+            }
+            attentionBlockBackward(l, dx: dx, dAttnOut: dx, layout: layout, tape: lt, scratch: scratch, observe: observe)
+            observe?(HookPoint(l, .residPre), dx.pointer)
         }
     }
 
     /// Backward of one MLP sub-block with its residual connection, in place: `dx` goes from
     /// ∂L/∂(resid_post) to ∂L/∂(resid_mid) = dx + ∂(mlp_out)/∂(resid_mid)ᵀ dx.
-    func mlpBackward(_ l: Int, dx: FloatBuffer, tape t: LayerTape, scratch s: BackwardScratch) {
+    func mlpBackward(_ l: Int, dx: FloatBuffer, tape t: LayerTape, scratch s: BackwardScratch,
+                     observe: GradientObserver? = nil) {
         let c = config, n = s.rows, d = c.dModel, f = c.ffnDim
         let w = weights.layers[l]
         // mlp_out = post · Wdownᵀ  ⇒  dpost[N,F] = dout[N,D] · Wdown[D,F]
         w.wDown.withUnsafeBufferPointer {
             BLAS.sgemm(m: n, n: f, k: d, a: dx.pointer, lda: d, b: $0.baseAddress!, ldb: f, c: s.dpost.pointer, ldc: f)
         }
+        observe?(HookPoint(l, .mlpPost), s.dpost.pointer)
         Kernels.swigluBackward(dGateUp: s.dgu.pointer, dout: s.dpost.pointer, gateUp: t.gateUp.pointer, rows: n, width: f)
         // gu = xn2 · Wgateupᵀ  ⇒  dxn2[N,D] = dgu[N,2F] · Wgateup[2F,D]
         w.wGateUp.withUnsafeBufferPointer {
@@ -93,14 +111,16 @@ extension LlamaModel {
     /// With `dAttnOut` the same buffer as `dx` this is the block's residual connection (dx goes from
     /// ∂L/∂(resid_mid) to ∂L/∂(resid_pre)); with a separate zeroed `dx` it isolates the attention branch.
     func attentionBlockBackward(_ l: Int, dx: FloatBuffer, dAttnOut: FloatBuffer, layout: BatchLayout, tape t: LayerTape,
-                                scratch s: BackwardScratch) {
+                                scratch s: BackwardScratch, observe: GradientObserver? = nil) {
         let c = config, n = s.rows, d = c.dModel, qw = c.heads * c.headDim, kvw = c.kvHeads * c.headDim
         let w = weights.layers[l]
         // attn_out = z · Woᵀ  ⇒  dz[N,H·HD] = dAttnOut[N,D] · Wo[D,H·HD]
         w.wo.withUnsafeBufferPointer {
             BLAS.sgemm(m: n, n: qw, k: d, a: dAttnOut.pointer, lda: d, b: $0.baseAddress!, ldb: qw, c: s.dz.pointer, ldc: qw)
         }
+        observe?(HookPoint(l, .attnZ), s.dz.pointer)
         attentionBackward(dq: s.dq, dk: s.dk, dv: s.dv, dz: s.dz, layout: layout, tape: t, scratch: s)
+        observe?(HookPoint(l, .attnV), s.dv.pointer)
         // q, k were rotated after the projection: the transpose of a rotation is the inverse rotation.
         s.positions.withUnsafeBufferPointer { pos in
             Kernels.rope(s.dq.pointer, rows: n, heads: c.heads, headDim: c.headDim, positions: pos.baseAddress!,
@@ -108,6 +128,7 @@ extension LlamaModel {
             Kernels.rope(s.dk.pointer, rows: n, heads: c.kvHeads, headDim: c.headDim, positions: pos.baseAddress!,
                          table: rope, inverse: true)
         }
+        if let observe { observe(HookPoint(l, .attnQ), s.dq.pointer); observe(HookPoint(l, .attnK), s.dk.pointer) }
         // [q|k|v] = xn1 · Wqkvᵀ  ⇒  dxn1[N,D] = dq · Wq + dk · Wk + dv · Wv (row blocks of Wqkv)
         w.wqkv.withUnsafeBufferPointer {
             let wq = $0.baseAddress!, wk = wq + qw * d, wv = wk + kvw * d

@@ -16,6 +16,8 @@ struct LocateCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "Layers restored together.") var window: Int = 10
     @Option(parsing: .unconditional, help: "Noise samples per fact.") var samples: Int = 10
     @Option(help: "Random seed.") var seed: UInt64 = 1
+    @Option(help: "exact traces or attribution (first-order estimates, one backward pass per fact).")
+    var method: TraceMethod = .exact
     @Flag(help: "Print JSON.") var json = false
 
     /// Options are checked before anything is loaded.
@@ -33,11 +35,11 @@ struct LocateCommand: ParsableCommand {
         guard !facts.isEmpty else { throw OptionError("no facts to trace (the dataset, --relation and --limit leave none)") }
         let bar = ProgressBar(label: "locate", quiet: json)
         let r = try Locator.run(model: m.model, tokenizer: m.tokenizer, facts: facts, kind: kind, window: window,
-                                samples: samples, seed: seed, progress: { bar.update($0, $1, unit: "facts") })
+                                samples: samples, seed: seed, method: method, progress: { bar.update($0, $1, unit: "facts") })
         bar.finish()
         if json {
             return try printJSON([
-                "recommended_layer": r.recommendedLayer, "kind": r.kind.rawValue, "window": r.window,
+                "recommended_layer": r.recommendedLayer, "kind": r.kind.rawValue, "method": method.rawValue, "window": r.window,
                 "facts_tried": r.factsTried, "facts_used": r.factsUsed.count, "seconds": r.seconds,
                 "last_subject_effect": r.lastSubjectEffect.map { $0.isNaN ? NSNull() as Any : $0 as Any },
                 "bucket_effects": Dictionary(uniqueKeysWithValues: zip(TokenBucket.allCases.map(\.rawValue),

@@ -7,6 +7,7 @@ import Llama
 extension TraceKind: ExpressibleByArgument {}
 extension MetricKind: ExpressibleByArgument {}
 extension PatchDirection: ExpressibleByArgument {}
+extension TraceMethod: ExpressibleByArgument {}
 
 struct TraceCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -27,7 +28,15 @@ struct TraceCommand: ParsableCommand {
     @Option(help: "A JSON dataset (prompt/subject records) whose subjects set the default ν.") var noiseDataset: String?
     @Option(help: "prob, logit-diff or kl.") var metric: MetricKind = .prob
     @Option(help: "The foil token for logit-diff (default: the corrupted run's answer).") var foil: String?
-    @Option(help: "resid, mlp, attn, heads or all (= resid, mlp, attn).") var kind: String = "all"
+    @Option(help: "resid, mlp, attn, heads, neurons (attribution only) or all (= resid, mlp, attn).") var kind: String = "all"
+    @Option(help: "exact (patch every cell) or attribution (first-order estimates from one backward pass; AtP).")
+    var method: TraceMethod = .exact
+    @Option(parsing: .unconditional, help: "Attribution: how many top heads × positions (heads) or neurons × positions (neurons) to report.")
+    var topK: Int = 20
+    @Option(parsing: .unconditional, help: "Attribution: exact patching of the K top-ranked cells and of K random others, side by side.")
+    var verify: Int?
+    @Flag(help: "Attribution: AtP*'s GradDrop magnitudes (L backward passes), signed by the plain estimate.")
+    var graddrop = false
     @Option(parsing: .unconditional, help: "Layers restored together for mlp/attn (ROME: 10).") var window: Int?
     @Option(parsing: .unconditional, help: "Noise samples.") var samples: Int = 10
     @Option(help: "Random seed for the noise.") var seed: UInt64 = 1
@@ -51,7 +60,11 @@ struct TraceCommand: ParsableCommand {
         case "str", "prompt": try require(corruptedPrompt != nil, "--corruption str needs --corrupted-prompt")
         default: throw OptionError("--corruption must be noise or str, got \"\(corruption)\"")
         }
-        try require(kind == "all" || TraceKind(rawValue: kind) != nil, "--kind must be resid, mlp, attn, heads or all, got \"\(kind)\"")
+        try require(kind == "all" || TraceKind(rawValue: kind) != nil, "--kind must be resid, mlp, attn, heads, neurons or all, got \"\(kind)\"")
+        try require(kind != "neurons" || method == .attribution, "--kind neurons needs --method attribution")
+        try requireInt(topK, "--top-k", in: 1...1_000_000)
+        if let verify { try requireInt(verify, "--verify", in: 1...100_000) }
+        try require(method == .attribution || (verify == nil && !graddrop), "--verify and --graddrop need --method attribution")
     }
 
     func run() throws {
@@ -89,15 +102,17 @@ struct TraceCommand: ParsableCommand {
         switch kind {
         case "all": kinds = [(.resid, 1), (.mlp, window ?? 10), (.attn, window ?? 10)]
         default:
-            guard let k = TraceKind(rawValue: kind) else { throw OptionError("--kind must be resid, mlp, attn, heads or all") }
-            kinds = [(k, k == .resid || k == .heads ? 1 : (window ?? 1))]
+            guard let k = TraceKind(rawValue: kind) else { throw OptionError("--kind must be resid, mlp, attn, heads, neurons or all") }
+            kinds = [(k, k == .resid || k == .heads || k == .neurons ? 1 : (window ?? 1))]
         }
         var results: [TraceResult] = []
         for (k, w) in kinds {
             let bar = ProgressBar(label: "trace \(k.rawValue)", quiet: json)
-            let r = try tracer.trace(TraceSettings(kind: k, window: w, metric: metric, direction: direction, naive: naive),
+            var r = try tracer.trace(TraceSettings(kind: k, window: w, metric: metric, direction: direction, naive: naive,
+                                                   method: method, topK: topK, gradDrop: graddrop),
                                      foil: foilID, progress: { bar.update($0, $1, unit: "cells") })
             bar.finish()
+            if let verify, method == .attribution { r = try tracer.verify(r, top: verify, sample: verify, foil: foilID) }
             results.append(r)
         }
         if let out = outPath?.path { try TraceStore.write(results, prompt: prompt, provenance: m.provenance, to: out) }
@@ -126,8 +141,21 @@ struct TraceCommand: ParsableCommand {
                 continue
             }
             let rowName = r.settings.kind == .heads ? "head \(best.row)" : "token \(best.row) \(show(r.tokens[best.row]))"
-            print(String(format: "%-6@ window %2d: peak %.4f at layer %d, %@ (%.1f s)", r.settings.kind.rawValue,
-                         r.settings.window, best.score, best.layer, rowName, r.seconds))
+            print(String(format: "%-6@ window %2d: peak %.4f at layer %d, %@ (%.2f s)%@", r.settings.kind.rawValue,
+                         r.settings.window, best.score, best.layer, rowName, r.seconds,
+                         r.settings.method == .attribution ? " [attribution estimate]" : ""))
+            for c in r.components.prefix(5) {
+                let what = r.settings.kind == .heads ? "head" : "neuron"
+                print(String(format: "       L%d %@ %d at token %d %@: effect %+.4f", c.layer, what, c.index, c.position,
+                             show(r.tokens[c.position]), c.effect))
+            }
+            if !r.verified.isEmpty {
+                print("       verified (row, layer: estimate vs exact):")
+                for v in r.verified {
+                    print(String(format: "       %@ %3d, %2d: %.4f vs %.4f", v.topRanked ? "top " : "rand", v.row, v.layer,
+                                 v.estimate, v.exact))
+                }
+            }
             if r.settings.kind == .mlp, let s = r.subject {
                 let row = r.scores[s.upperBound]
                 let l = row.enumerated().max { $0.element < $1.element }!.offset

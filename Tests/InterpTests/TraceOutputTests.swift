@@ -57,6 +57,7 @@ final class TraceOutputTests: XCTestCase {
                     if i == 3 { v += 0.05 * bump(x, 5, 3) }
                 case .heads:
                     if i == 4 { v += 0.3 * bump(x, 17, 2) }
+                case .neurons: break
                 }
                 scores[i][l] = max(0, v + noise)
             }
