@@ -6,13 +6,24 @@ import Llama
 struct LogCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "log",
-        abstract: "List the edits recorded in a model store: id, time, subject, old → new, layer, status.")
+        abstract: "List the edits recorded in a model store: id, time, subject, old → new, layer, status.",
+        discussion: """
+            Also prints the store's head digest: one SHA-256 over its base weights' hashes, tokenizer, config, \
+            provenance and the whole edit log. Keep it outside the store; `scalpel audit --expect DIGEST` fails if \
+            anything it covers changed. --key-file F also prints its HMAC-SHA256 signature under the key in F \
+            (verify with `scalpel audit --key-file F --signature SIG`).
+            """)
     @OptionGroup var model: ModelOptions
+    @Option(help: "Key file (kept outside the store): also print the head digest's HMAC-SHA256 signature.")
+    var keyFile: String?
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
         let path = try model.model ?? ModelFile.defaultPath()
+        let key = try keyFile.map { try HeadDigest.readKey(path: $0) }
         let log = try EditLog.read(path: path)
+        let digest = try HeadDigest.compute(path: path)
+        let signature = key.map { digest.signature(key: $0) }
         var rows: [[String: Any]] = []
         var lines: [String] = []
         for r in log.records {
@@ -33,10 +44,16 @@ struct LogCommand: ParsableCommand {
         }
         if json {
             return try printJSON(["store": path, "edits": rows, "active": log.activeIDs,
-                                  "log_sha256": log.storedLogSHA256 ?? NSNull()])
+                                  "log_sha256": log.storedLogSHA256 ?? NSNull(), "head_digest": digest.hex,
+                                  "signature": signature ?? NSNull()])
         }
-        if log.records.isEmpty { print("\(path): no edits (the store holds the base model)"); return }
-        print("\(path): \(log.records.count) edit\(log.records.count == 1 ? "" : "s"), \(log.activeIDs.count) active")
-        for l in lines { print(l) }
+        if log.records.isEmpty {
+            print("\(path): no edits (the store holds the base model)")
+        } else {
+            print("\(path): \(log.records.count) edit\(log.records.count == 1 ? "" : "s"), \(log.activeIDs.count) active")
+            for l in lines { print(l) }
+        }
+        print("head digest \(digest.hex)")
+        if let signature { print("signature   \(signature)") }
     }
 }
