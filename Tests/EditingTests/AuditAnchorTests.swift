@@ -149,7 +149,8 @@ final class AuditAnchorTests: XCTestCase {
         let report = try audit(store, AuditOptions(expectedDigest: d))
         XCTAssertEqual(report.problems.count, 1, F.problems(report))
         XCTAssertEqual(digestProblems(report).count, 1)
-        XCTAssertTrue(report.problems[0].line.hasPrefix("PROBLEM [digest] head digest is"), report.problems[0].line)
+        let line = report.problems.first?.line ?? ""
+        XCTAssertTrue(line.hasPrefix("PROBLEM [digest] head digest is"), line)
     }
 
     func testExpectCatchesConfigProvenanceAndRootChanges() throws {
