@@ -4,22 +4,34 @@ import Hashing
 import Llama
 
 /// What `EditAuditor.audit` checks.
+///
+/// The audit reads only the store and the files given here: never a path named inside the store (an entry's
+/// `stats_path` is information, not something to open).
 public struct AuditOptions: Sendable {
-    /// Statistics file to check `stats_sha256` against (default: each entry's `stats_path`, else the file beside
-    /// the store).
+    /// Statistics file to check `stats_sha256` against; nil skips the check (reported, not passed).
     public var statsPath: String?
     /// Re-run each active edit's prompts on the effective model (efficacy, neighbourhood, interference).
     public var checkBehaviour: Bool
-    public init(statsPath: String? = nil, checkBehaviour: Bool = true) {
-        self.statsPath = statsPath; self.checkBehaviour = checkBehaviour
+    /// The head digest recorded outside the store (`scalpel edit` / `scalpel log` print it); a mismatch fails.
+    public var expectedDigest: HeadDigest?
+    /// The checkpoint the store was imported from: its hash, config, tokenizer and every base weight are compared.
+    public var sourcePath: String?
+    /// A signature of the expected head digest (`HeadDigest.signature`) and the key it was made with.
+    public var signature: String?
+    public var key: [UInt8]?
+    public init(statsPath: String? = nil, checkBehaviour: Bool = true, expectedDigest: HeadDigest? = nil,
+                sourcePath: String? = nil, signature: String? = nil, key: [UInt8]? = nil) {
+        self.statsPath = statsPath; self.checkBehaviour = checkBehaviour; self.expectedDigest = expectedDigest
+        self.sourcePath = sourcePath; self.signature = signature; self.key = key
     }
 }
 
 /// One line of an audit: a problem (the audit fails) or information.
 public struct AuditFinding: Equatable, Sendable {
     public enum Severity: String, Sendable { case problem, info }
-    /// (a) base weights, the log as a whole, (b) one entry, (c) the replayed chain, (d) statistics, (e) behaviour.
-    public enum Check: String, Sendable { case weights, log, entry, chain, stats, behaviour }
+    /// (a) base weights, the log as a whole, (b) one entry, (c) the replayed chain, (d) statistics, (e) behaviour,
+    /// (f) the head digest, (g) its signature, (h) the source checkpoint.
+    public enum Check: String, Sendable { case weights, log, entry, chain, stats, behaviour, digest, signature, source }
     public var severity: Severity
     public var check: Check
     /// The entry concerned, if any.
@@ -53,7 +65,7 @@ public struct EditAudit: Sendable {
     public var entry = "verified"
     /// "verified", "context changed", "mismatch" or "not checked".
     public var chain = "not checked"
-    /// "verified", "mismatch", "damaged", "unavailable" or "not checked".
+    /// "verified", "mismatch", "damaged", "unavailable", "skipped" (no `--stats` file) or "not checked".
     public var stats = "not checked"
     /// "holds", "broken", "never held", "not checked" or "reverted".
     public var behaviour = "not checked"
@@ -80,6 +92,10 @@ public struct AuditReport: Sendable {
     public var weightsChecked = 0
     public var weightsModified: [String] = []
     public var weightsUnrecorded = 0
+    /// The store's head digest (`HeadDigest`), computed before anything else is read.
+    public var headDigest = ""
+    /// Base weights compared with the source checkpoint (0 without `--source`).
+    public var sourceCompared = 0
     public var edits: [EditAudit] = []
     public var findings: [AuditFinding] = []
 
@@ -94,7 +110,7 @@ public struct AuditReport: Sendable {
     }
 
     public var json: [String: Any] {
-        ["path": path, "passed": passed,
+        ["path": path, "passed": passed, "head_digest": headDigest, "source_compared": sourceCompared,
          "weights": ["checked": weightsChecked, "modified": weightsModified, "unrecorded": weightsUnrecorded],
          "edits": edits.map(\.json), "findings": findings.map(\.json),
          "problems": problems.map(\.line), "info": findings.filter { $0.severity == .info }.map(\.line)]
@@ -114,12 +130,19 @@ public enum EditAuditor {
         guard ["h5", "hdf5"].contains((path as NSString).pathExtension.lowercased()) else {
             throw EditingError.storeRequired(path: path)
         }
+        // (f, g) The head digest first: what the rest of the audit reads is what it covers.
+        progress("computing the head digest")
+        let digest = try HeadDigest.compute(path: path)
+        report.headDigest = digest.hex
+        report.findings += AuditAnchors.digestFindings(actual: digest, expected: options.expectedDigest)
+        report.findings += AuditAnchors.signatureFindings(actual: digest, signature: options.signature, key: options.key)
+
         progress("reading base weights")
         let base = try ModelFile.openStore(path, applyEdits: false)
         let config = base.config, weights = base.model.weights
         let h5 = try EditLog.openStore(path)
         defer { try? h5.close() }
-        let log = try EditLogReader.read(h5)
+        let log = try EditLog.read(path: path)
 
         // (a) Base weights.
         progress("hashing base weights")
@@ -137,6 +160,13 @@ public enum EditAuditor {
             if r != computed[i] { tampered.append(p.ggufName) }
         }
         report.weightsModified = tampered
+        // (h) The source checkpoint: the base values recomputed from it (catches a base edit whose hash was rewritten).
+        if let source = options.sourcePath {
+            let (found, compared) = try AuditAnchors.sourceFindings(sourcePath: source, store: base, hashes: computed,
+                                                                    progress: progress)
+            report.findings += found
+            report.sourceCompared = compared
+        }
         for name in tampered {
             add(.problem, .weights, nil, "\(name): values do not match the sha256 recorded at import (the base weights were modified)")
         }
@@ -242,17 +272,15 @@ public enum EditAuditor {
         // (d) Statistics.
         progress("checking statistics")
         var statsCache: [String: Result<KeyStatistics, Error>] = [:]
+        if options.statsPath == nil && !entries.isEmpty {
+            add(.info, .stats, nil, "skipped: stats_sha256 not checked (pass --stats FILE; the audit never opens a path named in the store)")
+        }
         for r in log.records {
             guard let e = entries[r.groupName] else { continue }
-            let candidates = options.statsPath.map { [$0] }
-                ?? [e.statsPath, StatsStore.defaultPath(forModel: path)].filter { !$0.isEmpty }
-            guard let file = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
+            guard let file = options.statsPath else { report.edits[index(e.id)].stats = "skipped"; continue }
+            guard FileManager.default.fileExists(atPath: file) else {
                 report.edits[index(e.id)].stats = "unavailable"
-                if let explicit = options.statsPath {
-                    add(.problem, .stats, e.id, "\(explicit): file not found")
-                } else {
-                    add(.info, .stats, e.id, "statistics file \(e.statsPath) not available; stats_sha256 not checked")
-                }
+                add(.problem, .stats, e.id, "\(file): file not found")
                 continue
             }
             let key = "\(file)#\(e.layer)"
@@ -267,13 +295,8 @@ public enum EditAuditor {
                         + "\(e.statsSHA256.prefix(12))… (the statistics changed since the edit)")
                 }
             case let .failure(err):
-                if case EditingError.statisticsNotFound = err, options.statsPath == nil {
-                    report.edits[index(e.id)].stats = "unavailable"
-                    add(.info, .stats, e.id, "\(file) has no statistics for layer \(e.layer); stats_sha256 not checked")
-                } else {
-                    report.edits[index(e.id)].stats = "damaged"
-                    add(.problem, .stats, e.id, "\(err)")
-                }
+                report.edits[index(e.id)].stats = "damaged"
+                add(.problem, .stats, e.id, "\(err)")
             }
         }
 

@@ -14,25 +14,52 @@ struct AuditCommand: ParsableCommand {
             made), (d) statistics: the layer's KeyStatistics hash equals the entry's stats_sha256, (e) behaviour: \\
             every active edit still beats the old answer on its prompt and leaves its neighbourhood prompts' top \\
             answers as recorded; an edit broken by later edits is reported as INTERFERENCE, naming them.
+            Anchored outside the store (an attacker who can write the store can rewrite every hash inside it): \
+            --expect DIGEST compares the store's head digest (printed by `scalpel edit` and `scalpel log`; it covers \
+            the base weights' hashes, tokenizer, config, provenance and the whole edit log, so a deleted log changes \
+            it too), --key-file F --signature SIG verifies its HMAC-SHA256 signature, and --source MODEL.gguf \
+            recomputes the base weights, tokenizer and config from the original checkpoint. The audit only opens the \
+            store and the files given here, never a path named inside the store. See docs/trust.md.
             """)
     @OptionGroup var model: ModelOptions
-    @Option(help: "Statistics file for the stats check (default: each entry's stats_path, else the file beside the store).")
+    @Option(help: "Statistics file for the stats check (without it the check is skipped; paths recorded in the store are never opened).")
     var stats: String?
+    @Option(help: "The head digest recorded when the store was last changed (64 hex digits); any difference fails.")
+    var expect: String?
+    @Option(help: "The checkpoint (.gguf) the store was imported from: compare its sha256, config, tokenizer and every base weight.")
+    var source: String?
+    @Option(help: "Key file (kept outside the store) for --signature.") var keyFile: String?
+    @Option(help: "HMAC-SHA256 signature of the head digest (printed by `scalpel log --key-file F`); needs --key-file.")
+    var signature: String?
     @Flag(help: "Skip the behaviour check (structural checks only; no forward passes).") var noBehaviour = false
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
+        var options = AuditOptions(statsPath: stats, checkBehaviour: !noBehaviour, sourcePath: source, signature: signature)
+        if let expect {
+            guard let d = HeadDigest.parse(expect) else {
+                throw ValidationError("--expect must be a head digest: 64 hex digits, as printed by `scalpel log` (got \"\(expect)\")")
+            }
+            options.expectedDigest = d
+        }
+        if (signature == nil) != (keyFile == nil) { throw ValidationError("--signature and --key-file go together") }
+        if let keyFile { options.key = try HeadDigest.readKey(path: keyFile) }
         let path = try model.model ?? ModelFile.defaultPath()
-        let report = try EditAuditor.audit(path: path, options: AuditOptions(statsPath: stats, checkBehaviour: !noBehaviour),
-                                           progress: { if !json { note("audit: \($0)") } })
+        let report = try EditAuditor.audit(path: path, options: options, progress: { if !json { note("audit: \($0)") } })
         if json {
             try printJSON(report.json)
         } else {
             print("\(path)")
+            print("  head digest   \(report.headDigest)")
             let modified = report.weightsModified.count
             print("  base weights  \(report.weightsChecked - modified) of \(report.weightsChecked) match their recorded sha256"
                   + (modified > 0 ? ", \(modified) MODIFIED" : "")
                   + (report.weightsUnrecorded > 0 ? ", \(report.weightsUnrecorded) unrecorded" : ""))
+            if report.sourceCompared > 0 {
+                let differ = report.problems.filter { $0.check == .source }.count
+                print("  source        \(report.sourceCompared) base weights compared with \(source ?? "")"
+                      + (differ > 0 ? ", \(differ) PROBLEM\(differ == 1 ? "" : "S")" : ", all equal"))
+            }
             if !report.edits.isEmpty {
                 print("  edits         \(report.edits.count) (\(report.edits.filter { $0.status == "active" }.count) active)")
             }

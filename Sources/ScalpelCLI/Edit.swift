@@ -83,12 +83,17 @@ struct EditCommand: ParsableCommand {
             }
             outputs.append(item)
         }
+        // The head digest after the last commit: record it outside the store for `scalpel audit --expect`.
+        let digest = try writer.flatMap { w in w.committed.isEmpty ? nil : try HeadDigest.compute(path: w.path) }
         if json {
             var d: [String: Any] = ["layer": layerIndex, "edits": outputs]
             if let writer { d["store"] = writer.path; d["active"] = writer.activeIDs }
+            if let digest { d["head_digest"] = digest.hex }
             try printJSON(d)
         } else if dryRun {
             print("\ndry run: nothing was recorded")
+        } else if let digest {
+            print("\nhead digest \(digest.hex)  (keep it; `scalpel audit --expect` checks the store against it)")
         }
     }
 

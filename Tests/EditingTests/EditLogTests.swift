@@ -438,7 +438,8 @@ final class EditLogTests: XCTestCase {
         let s = try collect(seed: 1)
         try StatsStore.save([s], to: statsPath)
         try F.appendSynthetic(store, layer: 1, seed: 1, stats: (s.hash, statsPath))
-        var report = try EditAuditor.audit(path: store)
+        let given = AuditOptions(statsPath: statsPath)
+        var report = try EditAuditor.audit(path: store, options: given)
         XCTAssertTrue(report.passed, F.problems(report))
         XCTAssertEqual(report.edits[0].stats, "verified")
 
@@ -448,14 +449,14 @@ final class EditLogTests: XCTestCase {
         let h5 = try HDF5File(openingForWriting: statsPath)
         try h5.root.write(m, shape: [24, 24], to: "stats/layer_1/second_moment", options: HDF5WriteOptions(overwrite: true))
         try h5.close()
-        report = try EditAuditor.audit(path: store)
+        report = try EditAuditor.audit(path: store, options: given)
         XCTAssertFalse(report.passed)
         XCTAssertTrue(report.problems.contains { $0.check == .stats && $0.id == "e0001" }, F.problems(report))
         XCTAssertEqual(report.edits[0].stats, "damaged")
 
         // Replaced by other statistics (intact, but not the ones the edit used).
         try StatsStore.write([try collect(seed: 2)], to: statsPath)
-        report = try EditAuditor.audit(path: store)
+        report = try EditAuditor.audit(path: store, options: given)
         XCTAssertTrue(report.problems.contains { $0.check == .stats && $0.message.contains("the statistics changed") }, F.problems(report))
         XCTAssertEqual(report.edits[0].stats, "mismatch")
 
@@ -464,11 +465,11 @@ final class EditLogTests: XCTestCase {
         try StatsStore.write([s], to: good)
         XCTAssertTrue(try EditAuditor.audit(path: store, options: AuditOptions(statsPath: good)).passed)
         XCTAssertFalse(try EditAuditor.audit(path: store, options: AuditOptions(statsPath: dir + "/none.h5")).passed)
-        // No statistics anywhere: information, not a failure.
-        try FileManager.default.removeItem(atPath: statsPath)
+        // No --stats: skipped (reported, not verified), even though the entry names a file that exists.
         report = try EditAuditor.audit(path: store)
         XCTAssertTrue(report.passed, F.problems(report))
-        XCTAssertEqual(report.edits[0].stats, "unavailable")
+        XCTAssertEqual(report.edits[0].stats, "skipped")
+        XCTAssertTrue(report.findings.contains { $0.check == .stats && $0.severity == .info && $0.message.hasPrefix("skipped") })
     }
 
     // MARK: Interference
