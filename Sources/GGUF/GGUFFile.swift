@@ -56,7 +56,10 @@ public final class GGUFFile {
         if let problem = FileAccess.problem(path) { throw GGUFError.fileUnreadable(path: path, problem: problem) }
         let data: Data
         do { data = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) } catch {
-            throw GGUFError.fileUnreadable(path: path, problem: FileAccess.problem(path) ?? .other("\(error.localizedDescription)"))
+            if let problem = FileAccess.problem(path) { throw GGUFError.fileUnreadable(path: path, problem: problem) }
+            let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? nil
+            if size == 0 { throw GGUFError.truncated(path: path, what: "magic (the file is empty)") }
+            throw GGUFError.unreadable(path: path, problem: .other("\(error.localizedDescription)"))
         }
         self.path = path
         self.data = data

@@ -88,6 +88,13 @@ final class GGUFHardeningTests: XCTestCase {
         }
     }
 
+    func testEmptyFileIsTruncated() throws {
+        try Data().write(to: URL(fileURLWithPath: path("empty.gguf")))
+        XCTAssertThrowsError(try GGUFFile(path: path("empty.gguf"))) { e in
+            guard case .truncated? = e as? GGUFError else { return XCTFail("\(e)") }
+        }
+    }
+
     func testZeroSizedTensorReadsAsEmpty() throws {
         var w = sample()
         w.tensors.append(("t.empty", [0, 4], .f32, []))

@@ -131,6 +131,25 @@ final class HostileModelTests: XCTestCase {
         }
     }
 
+    /// The same through the binary when the tests run as root (which reads mode-000 files): as `nobody`.
+    func testUnreadableModelFilesAsAnotherUser() throws {
+        guard geteuid() == 0 else { throw XCTSkip("covered by testUnreadableModelFiles") }
+        guard let runuser = ["/usr/sbin/runuser", "/sbin/runuser"].first(where: FileManager.default.isExecutableFile)
+        else { throw XCTSkip("runuser not available") }
+        let bin = try scalpelBinary()
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: dir)
+        let g = "\(dir!)/locked.gguf", h = "\(dir!)/locked.h5"
+        try HostileFixtures.writer().write(to: g)
+        try HostileFixtures.store(at: h, scratch: dir)
+        for p in [g, h] {
+            try FileManager.default.setAttributes([.posixPermissions: 0], ofItemAtPath: p)
+            let r = try spawn(runuser, ["-u", "nobody", "--", bin, "inspect", "--model", p])
+            XCTAssertEqual(r.status, 1, r.stderr)
+            XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+            XCTAssertTrue(r.stderr.contains("permission denied"), r.stderr)
+        }
+    }
+
     func testDefaultNameWithWrongHashIsRefused() throws {
         let fake = "/x/\(ModelFile.defaultGGUFName)"
         XCTAssertThrowsError(try ModelFile.verifyDefaultGGUF(path: fake, size: ModelFile.defaultGGUFSize,
@@ -174,9 +193,38 @@ final class HostileModelTests: XCTestCase {
 
     struct ChildResult { let status: Int32; let signal: Int32; let stderr: String; let maxRSS: Int }
 
-    /// Runs `bin args` (stdout discarded, stderr captured) and reports its exit, signal and peak resident size
-    /// (wait4's ru_maxrss, in bytes).
+    /// Runs `bin args` (stdout discarded, stderr captured) and reports its exit, signal and peak resident size in
+    /// bytes. The peak comes from GNU time (`/usr/bin/time -f %M`, which forks a small process and waits for it):
+    /// Linux keeps `ru_maxrss` across exec, so a child spawned straight from this (large) test process would report
+    /// at least the test process's own peak. Without GNU time, wait4's figure is used only when it is meaningful
+    /// (the test process's own peak is below the bound); else `maxRSS` is 0 and a note is printed.
     func spawn(_ bin: String, _ args: [String]) throws -> ChildResult {
+        let time = "/usr/bin/time"
+        guard FileManager.default.isExecutableFile(atPath: time) else {
+            let r = try spawnDirect(bin, args)
+            if ResidentMemory.peakBytes() >= 1 << 30 {
+                print("note: no GNU time and this process's peak is over 1 GB: child peak not measurable")
+                return ChildResult(status: r.status, signal: r.signal, stderr: r.stderr, maxRSS: 0)
+            }
+            return r
+        }
+        let report = "\(dir!)/time-\(UUID().uuidString)"
+        let r = try spawnDirect(time, ["-f", "MAXRSS_KB %M", "-o", report, bin] + args)
+        let text = (try? String(contentsOfFile: report, encoding: .utf8)) ?? ""
+        // GNU time exits 128+N and writes "Command terminated by signal N" when the child was killed.
+        var signal = r.signal
+        if let line = text.split(separator: "\n").first(where: { $0.hasPrefix("Command terminated by signal") }),
+           let n = Int32(line.split(separator: " ").last ?? "") {
+            signal = n
+        }
+        let kb = text.split(separator: "\n").first(where: { $0.hasPrefix("MAXRSS_KB ") })
+            .flatMap { Int($0.dropFirst("MAXRSS_KB ".count)) }
+        guard let kb else { throw XCTSkip("GNU time gave no figure: \(text)") }
+        return ChildResult(status: r.status, signal: signal, stderr: r.stderr, maxRSS: kb * 1024)
+    }
+
+    /// posix_spawn + wait4.
+    func spawnDirect(_ bin: String, _ args: [String]) throws -> ChildResult {
         let errPath = "\(dir!)/stderr-\(UUID().uuidString)"
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)

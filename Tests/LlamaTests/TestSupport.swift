@@ -8,7 +8,12 @@ enum TestPaths {
     /// The package root (two levels above this file's folder).
     static let root: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent()
-    static let shared = root.deletingLastPathComponent().appendingPathComponent("shared")
+    /// `shared/` beside the package (`/work/main` → `/work/shared`), or one level up for a worktree (`/work/wt/NAME`).
+    static let shared: URL = {
+        let beside = root.deletingLastPathComponent().appendingPathComponent("shared")
+        let above = root.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared")
+        return FileManager.default.fileExists(atPath: beside.path) ? beside : above
+    }()
     static let defaultGGUF = root.appendingPathComponent("weights/SmolLM2-135M-Instruct.Q4_1.gguf").path
 
     static func requireModel() throws -> String {

@@ -6,7 +6,7 @@ import XCTest
 /// Package root (…/Tests/LlamaTests/TokenizerTests.swift → three levels up).
 private let packageRoot = URL(fileURLWithPath: #filePath)
     .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-private let sharedDir = packageRoot.deletingLastPathComponent().appendingPathComponent("shared")
+private let sharedDir = TestPaths.shared  // beside the package, or above a worktree
 private let modelPath = packageRoot.appendingPathComponent("weights/SmolLM2-135M-Instruct.Q4_1.gguf").path
 
 /// Loaded once for the whole test class (loading parses a 98 MB GGUF header).
