@@ -91,8 +91,7 @@ public struct OutputPath: Equatable, Sendable {
         var lst = stat()
         var present = lstat(name, &lst) == 0
         if !present {
-            let lexical = URL(fileURLWithPath: given).standardized.path
-            name = lexical
+            name = OutputPath.lexicallyNormalized(given)
             present = lstat(name, &lst) == 0
         }
         identity = FileIdentity(path: name)
@@ -109,6 +108,16 @@ public struct OutputPath: Equatable, Sendable {
             throw PathError.outputIsInput(path: given, input: input.given)
         }
         if present && !force && !mayExist { throw PathError.outputExists(path: given) }
+    }
+
+    /// `p` made absolute (against the current folder) with `.` and `..` components removed lexically.
+    static func lexicallyNormalized(_ p: String) -> String {
+        let absolute = p.hasPrefix("/") ? p : FileManager.default.currentDirectoryPath + "/" + p
+        var parts: [Substring] = []
+        for c in absolute.split(separator: "/") where c != "." {
+            if c == ".." { _ = parts.popLast() } else { parts.append(c) }
+        }
+        return "/" + parts.joined(separator: "/")
     }
 
     /// Throws `outputsCollide` when two of `outputs` name the same file.
