@@ -85,22 +85,39 @@ public struct OutputPath: Equatable, Sendable {
 
     public init(_ given: String, force: Bool, inputs: [InputPath], mayExist: Bool = false) throws {
         self.given = given
+        // `a/../F` with a missing `a` names nothing for the kernel, but the writers create missing folders and then
+        // write `F`: such a path is taken lexically (`..` removed), as it will be written.
+        var name = given
         var lst = stat()
-        let present = lstat(given, &lst) == 0
-        identity = FileIdentity(path: given)
+        var present = lstat(name, &lst) == 0
+        if !present {
+            name = OutputPath.lexicallyNormalized(given)
+            present = lstat(name, &lst) == 0
+        }
+        identity = FileIdentity(path: name)
         if present && identity == nil { throw PathError.danglingSymlink(path: given) }
         exists = present
         if present {
-            path = InputPath.realPath(given) ?? given
+            path = InputPath.realPath(name) ?? name
         } else {
-            let url = URL(fileURLWithPath: given)
+            let url = URL(fileURLWithPath: name)
             let parent = url.deletingLastPathComponent().path
-            path = InputPath.realPath(parent).map { ($0 as NSString).appendingPathComponent(url.lastPathComponent) } ?? given
+            path = InputPath.realPath(parent).map { ($0 as NSString).appendingPathComponent(url.lastPathComponent) } ?? name
         }
         if let id = identity, let input = inputs.first(where: { $0.identity == id }) {
             throw PathError.outputIsInput(path: given, input: input.given)
         }
         if present && !force && !mayExist { throw PathError.outputExists(path: given) }
+    }
+
+    /// `p` made absolute (against the current folder) with `.` and `..` components removed lexically.
+    static func lexicallyNormalized(_ p: String) -> String {
+        let absolute = p.hasPrefix("/") ? p : FileManager.default.currentDirectoryPath + "/" + p
+        var parts: [Substring] = []
+        for c in absolute.split(separator: "/") where c != "." {
+            if c == ".." { _ = parts.popLast() } else { parts.append(c) }
+        }
+        return "/" + parts.joined(separator: "/")
     }
 
     /// Throws `outputsCollide` when two of `outputs` name the same file.

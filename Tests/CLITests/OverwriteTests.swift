@@ -53,7 +53,8 @@ extension CLITests {
         try FileManager.default.createDirectory(atPath: path("sub"), withIntermediateDirectories: true)
         try FileManager.default.createSymbolicLink(atPath: path("link.h5"), withDestinationPath: "S.h5")
         try FileManager.default.linkItem(atPath: s, toPath: path("hard.h5"))
-        for spelling in [s, path("sub/../S.h5"), path("./S.h5"), path("link.h5"), path("hard.h5")] {
+        for spelling in [s, path("sub/../S.h5"), path("./S.h5"), path("link.h5"), path("hard.h5"), path("missing/../S.h5"),
+                         path("missing/../link.h5")] {
             for force in [[], ["--force"]] {
                 try expectRefusal(["export", "--model", s, "--format", "gguf", "--out", spelling] + force, ["never overwritten"])
                 try expectRefusal(["export", "--model", path("link.h5"), "--format", "safetensors", "--out", spelling] + force,
@@ -82,6 +83,7 @@ extension CLITests {
         let exists = ["already exists", "--force"]
         try expectRefusal(["export", "--model", s, "--format", "gguf", "--out", notes], ["notes.txt"] + exists)
         try expectRefusal(["export", "--model", s, "--format", "gguf", "--out", gguf], exists)
+        try expectRefusal(["export", "--model", s, "--format", "gguf", "--out", path("missing/../notes.txt")], exists)
         try expectRefusal(["import", gguf, "--out", other], ["other.h5"] + exists)
         try expectRefusal(["import", gguf], ["S.h5"] + exists)   // the default output, beside the GGUF
         try expectRefusal(["edit", "--model", s, "--out", other, request], ["other.h5"] + exists)
