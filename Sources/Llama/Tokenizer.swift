@@ -15,6 +15,8 @@ public enum TokenizerError: Error, CustomStringConvertible, Equatable {
     case invalidMerge(index: Int, merge: String)
     /// A token string looked up by `requireID(of:)` is not in the vocabulary.
     case unknownToken(String)
+    /// A GGUF tokenizer setting this implementation does not support (key, value as found).
+    case unsupportedSetting(key: String, value: String)
 
     public var description: String {
         switch self {
@@ -33,6 +35,8 @@ public enum TokenizerError: Error, CustomStringConvertible, Equatable {
             return "tokenizer: merge #\(index) '\(merge)' is not of the form 'left right'"
         case let .unknownToken(token):
             return "tokenizer: token '\(token)' is not in the vocabulary"
+        case let .unsupportedSetting(key, value):
+            return "tokenizer: GGUF '\(key)' = \(value) is not supported (SentencePiece without a dummy space prefix only, as Gemma)"
         }
     }
 }
@@ -231,9 +235,11 @@ public final class Tokenizer: @unchecked Sendable {
             guard let s = try value("tokenizer.ggml.scores").doubleArray else { throw TokenizerError.missingKey("tokenizer.ggml.scores") }
             scores = s.map { Float($0) }
             pre = gguf["tokenizer.ggml.pre"]?.string ?? pre
-            // A dummy "▁" prefix (SentencePiece's add_dummy_prefix, llama.cpp's add_space_prefix) is not implemented.
-            if gguf["tokenizer.ggml.add_space_prefix"]?.bool ?? false {
-                throw TokenizerError.invalidVocabulary("tokenizer.ggml.add_space_prefix = true is not supported")
+            // A dummy "▁" prefix (SentencePiece's add_dummy_prefix, llama.cpp's add_space_prefix, which llama.cpp
+            // assumes when the key is absent) is not implemented: refuse rather than tokenize differently.
+            let key = "tokenizer.ggml.add_space_prefix"
+            if gguf[key]?.bool ?? true {
+                throw TokenizerError.unsupportedSetting(key: key, value: gguf[key] == nil ? "absent (true)" : "true")
             }
         }
         // token_type is optional in GGUF (llama.cpp treats a missing array as all-normal).

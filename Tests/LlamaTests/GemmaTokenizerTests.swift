@@ -206,6 +206,38 @@ final class GemmaTokenizerTests: XCTestCase {
                                            bosID: nil, eosID: nil, unknownID: nil, addBOS: false))
     }
 
+    /// `Tokenizer(gguf:)` on a SentencePiece GGUF written here: scores read, the dummy space prefix refused.
+    func testFromGGUFMetadata() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("gemmatok-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        func write(_ name: String, spacePrefix: Bool?) throws -> GGUFFile {
+            var w = GGUFWriter()
+            w.metadata = [("general.architecture", .string("gemma3")), ("tokenizer.ggml.model", .string("llama")),
+                          ("tokenizer.ggml.tokens", .array(.string, ["<unk>", "<bos>", "a", "b", "ab", "▁"].map { .string($0) })),
+                          ("tokenizer.ggml.scores", .array(.float32, [0, 0, -3, -3, -1, -2].map { .float32($0) })),
+                          ("tokenizer.ggml.token_type", .array(.int32, [2, 3, 1, 1, 1, 1].map { .int32($0) })),
+                          ("tokenizer.ggml.bos_token_id", .uint32(1)), ("tokenizer.ggml.unknown_token_id", .uint32(0)),
+                          ("tokenizer.ggml.add_bos_token", .bool(true))]
+            if let spacePrefix { w.metadata.append(("tokenizer.ggml.add_space_prefix", .bool(spacePrefix))) }
+            let path = dir.appendingPathComponent(name).path
+            try w.write(to: path)
+            return try GGUFFile(path: path)
+        }
+        let t = try Tokenizer(gguf: try write("ok.gguf", spacePrefix: false))
+        XCTAssertEqual(t.model, .sentencePiece)
+        XCTAssertEqual(t.scores, [0, 0, -3, -3, -1, -2])
+        XCTAssertEqual(pieces(t, "ab ab"), ["<bos>", "ab", "▁", "ab"])
+        XCTAssertEqual(t.decode(t.encode("ab ab"), skipSpecial: true), "ab ab")
+        for (name, flag) in [("prefix.gguf", true as Bool?), ("absent.gguf", nil)] {
+            XCTAssertThrowsError(try Tokenizer(gguf: try write(name, spacePrefix: flag))) {
+                guard case .unsupportedSetting(key: "tokenizer.ggml.add_space_prefix", _)? = $0 as? TokenizerError else {
+                    return XCTFail("\($0)")
+                }
+            }
+        }
+    }
+
     /// A store keeps the tokenizer kind and scores; the tokenizer read back encodes the same.
     func testStoreRoundTrip() throws {
         let t = try synthetic([("a", -1), ("b", -2), ("ab", -0.5), ("▁", -3)], userDefined: ["\n\n"], addBOS: true)
