@@ -165,7 +165,10 @@ extension CLITests {
     func testLogReportsADeletedEntryGroup() throws {
         for (edits, victim) in [(1, "e0001"), (2, "e0002"), (2, "e0001")] {
             let s = try tinyStore("log\(edits)\(victim).h5", edits: edits)
-            try HDF5File.updateAtomically(at: s) { try $0.root.group("edits").delete(victim) }
+            // The log lives in the sidecar `NAME.edits.h5` when the store has one, else inside the store.
+            let side = EditLogSchema.sidecarPath(forStore: s)
+            let logFile = FileManager.default.fileExists(atPath: side) ? side : s
+            try HDF5File.updateAtomically(at: logFile) { try $0.root.group("edits").delete(victim) }
             try expectRefusal(["log", "--model", s], ["does not verify", "log_sha256"])
             XCTAssertFalse(try scalpel(["log", "--model", s]).stdout.contains("no edits"))
             let j = try scalpel(["log", "--model", s, "--json"])

@@ -40,7 +40,7 @@ enum AuditTamper {
     /// Rewrites entry `id`'s subject and new target (a false record of what was edited), then recomputes its
     /// `entry_sha256` and the log's `log_sha256` so that every hash inside the store verifies.
     static func forgeEntry(store: String, id: String) throws {
-        try HDF5File.updateAtomically(at: store) { h5 in
+        try HDF5File.updateAtomically(at: EditLogFixtures.logFile(store)) { h5 in
             var log = try EditLogReader.read(h5)
             let k = log.records.firstIndex { $0.groupName == id }!
             log.records[k].attributes["subject"] = .string("somebody else")
@@ -50,8 +50,10 @@ enum AuditTamper {
         }
     }
 
-    /// Deletes the whole edit log.
+    /// Deletes the whole edit log: the sidecar file `NAME.edits.h5` when the store has one, else its `/edits` group.
     static func deleteLog(store: String) throws {
+        let log = EditLogFixtures.logFile(store)
+        if log != store { try FileManager.default.removeItem(atPath: log); return }
         try HDF5File.updateAtomically(at: store) { try $0.root.delete(EditLogSchema.groupName) }
     }
 
@@ -79,7 +81,7 @@ final class AuditAnchorTests: XCTestCase {
 
     func copy(_ store: String, _ name: String) throws -> String {
         let p = (store as NSString).deletingLastPathComponent + "/" + name
-        try FileManager.default.copyItem(atPath: store, toPath: p)
+        try EditLogFixtures.copyStore(store, to: p)
         return p
     }
 
