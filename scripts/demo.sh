@@ -28,5 +28,7 @@ $S predict --model weights/eiffel-rome.h5 --top 3 "The Colosseum is located in t
 
 echo; echo "== 5. audit the edit log, then export the edited model"
 $S log --model weights/eiffel-rome.h5
-$S audit --model weights/eiffel-rome.h5
+# The head digest anchors the audit outside the store (keep it elsewhere; see docs/trust.md).
+DIGEST=$($S log --model weights/eiffel-rome.h5 --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["head_digest"])')
+$S audit --model weights/eiffel-rome.h5 --expect "$DIGEST" --stats weights/SmolLM2-135M-Instruct.stats.h5
 $S export --model weights/eiffel-rome.h5 --format gguf --out out/eiffel-rome.gguf --force

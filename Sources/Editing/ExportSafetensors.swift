@@ -37,6 +37,7 @@ extension ModelExport {
             }
         }
         try prepareParent(of: dest)
+        AtomicFile.removeStaleTemporaries(besides: dest)   // folders left by a killed export (their process is gone)
         let temp = AtomicFile.temporaryPath(for: dest)
         do { try fm.createDirectory(atPath: temp, withIntermediateDirectories: false) } catch {
             throw ExportError.writeFailed(path: temp, reason: error.localizedDescription)

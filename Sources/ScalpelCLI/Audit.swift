@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Editing
+import HDF5Store
 import Llama
 
 struct AuditCommand: ParsableCommand {
@@ -32,6 +33,7 @@ struct AuditCommand: ParsableCommand {
     @Option(help: "HMAC-SHA256 signature of the head digest (printed by `scalpel log --key-file F`); needs --key-file.")
     var signature: String?
     @Flag(help: "Skip the behaviour check (structural checks only; no forward passes).") var noBehaviour = false
+    @OptionGroup var lockOptions: LockOptions
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
@@ -44,7 +46,15 @@ struct AuditCommand: ParsableCommand {
         }
         if (signature == nil) != (keyFile == nil) { throw ValidationError("--signature and --key-file go together") }
         if let keyFile { options.key = try HeadDigest.readKey(path: keyFile) }
-        let path = try model.model ?? ModelFile.defaultPath()
+        let path = try model.input().path
+        // The store's lock is held for the whole audit, so no writer replaces the store or its log between the audit's
+        // passes (one consistent state is reported). A store in a folder without write access is audited without it.
+        var lock: FileLock?
+        do { lock = try lockOptions.lock(path) } catch let e as HDF5Error {
+            if case .locked = e { throw e }
+            if !json { note("audit: reading without the store's lock (\(e))") }
+        }
+        defer { lock?.release() }
         let report = try EditAuditor.audit(path: path, options: options, progress: { if !json { note("audit: \($0)") } })
         if json {
             try printJSON(report.json)

@@ -296,6 +296,22 @@ final class AuditAnchorCLITests: XCTestCase {
         return (p.terminationStatus, read(dir + ".out"), read(dir + ".err"))
     }
 
+    /// The audit reads one consistent state: while a writer holds the store's lock it waits, and with
+    /// `--wait-lock 0` it refuses in one line instead of reading a store that is being replaced.
+    func testAuditHoldsTheStoreLock() throws {
+        let dir = try F.tempDir(self), store = dir + "/s.h5"
+        try F.makeStore(store)
+        try F.appendSynthetic(store, layer: 1, seed: 1)
+        let lock = try EditLog.lock(store, wait: 0)
+        let busy = try run(["audit", "--model", store, "--no-behaviour", "--wait-lock", "0"])
+        XCTAssertEqual(busy.status, 1, busy.out + busy.err)
+        XCTAssertTrue(busy.err.contains("another scalpel process"), busy.err)
+        XCTAssertEqual(busy.err.split(separator: "\n").count, 1, busy.err)
+        lock.release()
+        let free = try run(["audit", "--model", store, "--no-behaviour", "--wait-lock", "0"])
+        XCTAssertEqual(free.status, 0, free.out + free.err)
+    }
+
     func testLogPrintsTheDigestAndAuditExpectFailsWithOneProblemLine() throws {
         let dir = try F.tempDir(self), store = dir + "/s.h5"
         try F.makeStore(store)
