@@ -61,26 +61,13 @@ public enum ExportCheck {
         }
     }
 
-    /// The audit's behaviour checks of `e` on `model`: efficacy (P(new) > P(true) on the prompt, when it held right
-    /// after the edit) and the neighbour prompts' greedy answers (as recorded right after the edit).
+    /// The audit's behaviour checks of `e` on `model` (`EditAuditor.check`, one owner of the rule): efficacy (P(new) >
+    /// P(true) on the prompt, when it held right after the edit) and the neighbour prompts' greedy answers (as recorded
+    /// right after the edit). P(new) is measured here too for requests without a true target.
     static func check(_ e: EditEntry, _ r: EditRequest, on model: ModelFile) throws -> (failures: [String], pNew: Double, pTrue: Double?) {
-        let m = model.model, tok = model.tokenizer
-        var pairs = [(prompt: r.filledPrompt, target: r.targetNew)]
-        if let t = r.targetTrue { pairs.append((r.filledPrompt, t)) }
-        let nll = try EditEvaluator.meanNLL(model: m, tokenizer: tok, pairs: pairs)
-        let pNew = exp(-nll[0]), pTrue = nll.count > 1 ? exp(-nll[1]) : nil
-        var failures: [String] = []
-        let heldAfterEdit = e.metricsAfter.rewrite.first.map { ($0.pNew ?? 0) > ($0.pTrue ?? 0) } ?? false
-        if let pTrue, heldAfterEdit, !(nll[0] < nll[1]) {
-            failures.append(String(format: "P(%@) %.3f ≤ P(%@) %.3f on \"%@\"", r.targetNew, pNew, r.targetTrue!, pTrue, r.filledPrompt))
-        }
-        let recorded = e.metricsAfter.neighborhoodPrompts
-        if !recorded.isEmpty, recorded.allSatisfy({ $0.topAnswer != nil }) {
-            let now = try EditEvaluator.topAnswers(model: m, tokenizer: tok, prompts: recorded.map(\.prompt))
-            for (p, a) in zip(recorded, now) where a != p.topAnswer! {
-                failures.append("neighbour \"\(p.prompt)\" now answers \"\(a)\" (was \"\(p.topAnswer!)\")")
-            }
-        }
-        return (failures, pNew, pTrue)
+        let c = try EditAuditor.check(e, r, model: model)
+        let pNew = try c.pNew ?? exp(-EditEvaluator.meanNLL(model: model.model, tokenizer: model.tokenizer,
+                                                             pairs: [(r.filledPrompt, r.targetNew)])[0])
+        return (c.failures, pNew, c.pTrue)
     }
 }
